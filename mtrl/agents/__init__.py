@@ -1,0 +1,36 @@
+"""Agents: acting and learning. Pick one with ``agent.name``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from mtrl.agents.base import AGENT_CLASSES, Agent, agent_from_payload, load_agent
+from mtrl.agents.sac import SAC, resolve_device
+from mtrl.errors import MtrlError
+
+
+def build_agent(
+    agent_config: Any, obs_dim: int, act_dim: int, num_tasks: int, device: str, seed: int
+) -> Agent:
+    """Construct the agent named by ``agent_config.name`` from its config section.
+
+    Every config field other than ``name`` is passed as a keyword argument (the ``network``
+    section as a plain dict).
+    """
+    options = dataclasses.asdict(agent_config)
+    name = options.pop("name")
+    try:
+        cls = AGENT_CLASSES[name]
+    except KeyError:
+        raise MtrlError(
+            f"unknown agent '{name}' (choose from {', '.join(AGENT_CLASSES)})"
+        ) from None
+    return cls(obs_dim=obs_dim, act_dim=act_dim, num_tasks=num_tasks, device=device,
+               seed=seed, **options)
+
+
+__all__ = [
+    "AGENT_CLASSES", "SAC", "Agent", "agent_from_payload", "build_agent", "load_agent",
+    "resolve_device",
+]

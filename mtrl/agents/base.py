@@ -1,0 +1,121 @@
+"""What every mtrl agent offers: batched acting, stable-baselines3-style predict/save/load."""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mtrl.checkpoint import atomic_save, load_file
+from mtrl.errors import MtrlError
+
+AGENT_CLASSES: dict[str, type["Agent"]] = {}
+
+
+class Agent(abc.ABC):
+    """A multi-task agent.
+
+    Subclasses record their constructor keyword arguments in ``self.init_kwargs`` (plain
+    values), so that :meth:`save` / :func:`load_agent` can rebuild them.
+    """
+
+    name: ClassVar[str]
+    init_kwargs: dict[str, Any]
+    num_tasks: int
+    obs_dim: int
+    act_dim: int
+    device: torch.device
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            AGENT_CLASSES[cls.name] = cls
+
+    @abc.abstractmethod
+    def act_tensor(self, obs: Tensor, task_id: Tensor, deterministic: bool) -> Tensor:
+        """Actions ``(N, act_dim)`` for a batch on the agent's device (no autograd)."""
+
+    @abc.abstractmethod
+    def update(self, batch: Any) -> dict[str, Tensor]:
+        """One learning step; metrics as device tensors (no host sync)."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue learning: networks, optimizers, RNG, counters."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+
+    def act(self, obs: np.ndarray, task_id: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """One batched policy forward for all envs: ``(N, obs_dim), (N,) -> (N, act_dim)``."""
+        with torch.no_grad():
+            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+            task_t = torch.as_tensor(task_id, dtype=torch.int64, device=self.device)
+            return self.act_tensor(obs_t, task_t, deterministic).cpu().numpy()
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+        task_id: np.ndarray | int | None = None,
+    ) -> tuple[np.ndarray, Any]:
+        """stable-baselines3-style prediction: ``(action, state)``.
+
+        Without ``task_id``, the observation must end with a one-hot task vector (the format of
+        Meta-World's ``use_one_hot=True`` envs). A single observation gives a single action.
+        """
+        obs = np.asarray(observation, dtype=np.float32)
+        single = obs.ndim == 1
+        obs = obs.reshape(-1, obs.shape[-1])
+        if task_id is None:
+            if obs.shape[-1] != self.obs_dim + self.num_tasks:
+                raise MtrlError(
+                    f"observation has {obs.shape[-1]} values: expected {self.obs_dim} with a "
+                    f"task_id, or {self.obs_dim + self.num_tasks} with a one-hot task suffix"
+                )
+            task = obs[:, self.obs_dim :].argmax(-1)
+            obs = obs[:, : self.obs_dim]
+        else:
+            task = np.broadcast_to(np.asarray(task_id, dtype=np.int64), (obs.shape[0],))
+        action = self.act(obs, task, deterministic)
+        return (action[0] if single else action), state
+
+    def save(self, path: str | Path) -> None:
+        """Write the agent (constructor arguments and state) to ``path`` atomically."""
+        atomic_save(
+            {"agent": self.name, "kwargs": self.init_kwargs, "state": self.state_dict()}, path
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None) -> "Agent":
+        """Rebuild an agent written by :meth:`save` (or an mtrl checkpoint)."""
+        return load_agent(path, device)
+
+
+def agent_from_payload(payload: dict[str, Any], device: str | torch.device | None = None) -> Agent:
+    """Rebuild an agent from ``{"agent", "kwargs", "state"}``."""
+    try:
+        cls = AGENT_CLASSES[payload["agent"]]
+        kwargs = dict(payload["kwargs"])
+    except (KeyError, TypeError):
+        raise MtrlError("file does not hold an mtrl agent") from None
+    if device is not None:
+        kwargs["device"] = str(device)
+    agent = cls(**kwargs)
+    agent.load_state_dict(payload["state"])
+    return agent
+
+
+def load_agent(path: str | Path, device: str | torch.device | None = None) -> Agent:
+    """Load an agent saved with :meth:`Agent.save` or from an mtrl run checkpoint."""
+    payload = load_file(path)
+    if "learner" in payload:  # a training checkpoint
+        payload = payload["learner"]
+    return agent_from_payload(payload, device)

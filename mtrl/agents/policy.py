@@ -1,0 +1,63 @@
+"""The tanh-squashed Gaussian policy shared by mtrl's agents."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def squash_correction(pre_tanh: Tensor) -> Tensor:
+    """``sum log(1 - tanh(u)^2)`` over the last dim, computed stably."""
+    return (2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(-1)
+
+
+def gaussian_log_prob(noise: Tensor, log_std: Tensor) -> Tensor:
+    """Log-density of ``mean + std * noise`` under ``N(mean, std)``, summed over the last dim."""
+    return (-0.5 * noise.pow(2) - log_std - 0.5 * LOG_2PI).sum(-1)
+
+
+def rsample(mean: Tensor, log_std: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+    """``(tanh(mean + std * noise), log-probability of that action)``."""
+    pre_tanh = mean + log_std.exp() * noise
+    log_prob = gaussian_log_prob(noise, log_std) - squash_correction(pre_tanh)
+    return torch.tanh(pre_tanh), log_prob
+
+
+class TanhGaussianPolicy(nn.Module):
+    """``a = tanh(mean + std * eps)`` with mean and log-std from any mtrl network.
+
+    The network outputs ``2 * act_dim`` values; the log-std half is squashed into
+    ``[log_std_min, log_std_max]`` with a tanh (as in the CARE / mtrl reference code).
+    """
+
+    def __init__(self, network: nn.Module, act_dim: int, log_std_min: float = -20.0,
+                 log_std_max: float = 2.0) -> None:
+        super().__init__()
+        self.network = network
+        self.act_dim = act_dim
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def distribution(self, network_output: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mean, log_std)`` of the pre-tanh Gaussian from the network's raw output."""
+        mean, raw = network_output.chunk(2, dim=-1)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
+            torch.tanh(raw) + 1.0
+        )
+        return mean, log_std
+
+    def forward(self, obs: Tensor, task_id: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mean, log_std)`` of the pre-tanh Gaussian."""
+        return self.distribution(self.network(obs, task_id))
+
+    def sample(self, obs: Tensor, task_id: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """Reparameterised action and its log-probability, given standard-normal ``noise``."""
+        return rsample(*self(obs, task_id), noise)
+
+    def mode(self, obs: Tensor, task_id: Tensor) -> Tensor:
+        """The deterministic action ``tanh(mean)`` used for evaluation."""
+        return torch.tanh(self(obs, task_id)[0])

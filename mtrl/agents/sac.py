@@ -1,0 +1,239 @@
+"""Multi-task soft actor-critic (Haarnoja et al. 2018; Meta-World's MT-SAC / MT-MH-SAC).
+
+One update, top to bottom:
+
+1. critic targets (no grad): ``y = r + gamma * (1 - terminated) * (min_i Q'_i(s', a') - alpha_t log pi(a'|s'))``
+2. critic loss per row: ``0.5 * sum_i (Q_i(s, a) - y)^2`` (twin critics fused in one ensemble);
+   reduced per task and handed to the critic's gradient combiner.
+3. actor loss per row: ``alpha_t log pi(a|s) - min_i Q_i(s, a)``, with the critic's weights
+   as constants (no critic weight gradient is computed); reduced per task, actor combiner.
+4. per-task temperature: ``-log alpha_t * (log pi + target_entropy)`` averaged over task t's rows.
+5. Polyak averaging of the target critic.
+
+Each task has its own temperature. With ``temperature_weighting`` the task losses of actor and
+critic are weighted by ``softmax(-log alpha)`` (soft modularization, Yang et al. 2020).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.func import functional_call
+
+from mtrl.agents.base import Agent
+from mtrl.agents.policy import TanhGaussianPolicy, rsample
+from mtrl.data.replay import Batch
+from mtrl.nn import Ensemble, build_network, task_parameter_names
+from mtrl.optim import TaskLoss, build_combiner
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class SAC(Agent):
+    """Multi-task SAC with per-task temperatures and pluggable gradient combiners.
+
+    Args:
+        obs_dim, act_dim, num_tasks: problem sizes.
+        network: network spec (``{"type", "hidden_sizes", "activation", ...}``) used for the
+            actor and for each of the twin critics.
+        actor_combiner, critic_combiner: gradient-combiner names (``mean`` by default).
+        temperature_weighting: weight task losses by ``softmax(-log alpha)``.
+        seed: seeds parameter initialisation and the agent's sampling noise.
+    """
+
+    name = "sac"
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        num_tasks: int,
+        network: dict[str, Any],
+        actor_lr: float = 3e-4,
+        critic_lr: float = 3e-4,
+        alpha_lr: float = 3e-4,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        init_temperature: float = 1.0,
+        target_entropy: float | None = None,
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+        actor_update_every: int = 1,
+        target_update_every: int = 1,
+        temperature_weighting: bool = False,
+        actor_combiner: str = "mean",
+        critic_combiner: str = "mean",
+        device: str = "cpu",
+        seed: int = 0,
+    ) -> None:
+        self.init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.obs_dim, self.act_dim, self.num_tasks = obs_dim, act_dim, num_tasks
+        self.device = resolve_device(device)
+        self.init_kwargs["device"] = str(self.device)
+        self.gamma, self.tau = gamma, tau
+        self.actor_update_every = actor_update_every
+        self.target_update_every = target_update_every
+        self.temperature_weighting = temperature_weighting
+        self.target_entropy = -float(act_dim) if target_entropy is None else target_entropy
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.actor = TanhGaussianPolicy(
+                build_network(network, obs_dim, 2 * act_dim, num_tasks),
+                act_dim, log_std_min, log_std_max,
+            ).to(self.device)
+            self.critic = Ensemble(
+                [build_network(network, obs_dim + act_dim, 1, num_tasks) for _ in range(2)]
+            ).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.full(
+            (num_tasks,), math.log(init_temperature), device=self.device, requires_grad=True
+        )
+        self.actor_combiner = build_combiner(actor_combiner, num_tasks).to(self.device)
+        self.critic_combiner = build_combiner(critic_combiner, num_tasks).to(self.device)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=alpha_lr)
+        self.generator = torch.Generator(self.device)
+        self.generator.manual_seed(seed + 1)
+        self.num_updates = 0
+        self._actor_task_params = {f"network.{n}" for n in task_parameter_names(self.actor.network)}
+        self._critic_task_params = task_parameter_names(self.critic)
+
+    # ------------------------------------------------------------------ acting
+    def act_tensor(self, obs: Tensor, task_id: Tensor, deterministic: bool) -> Tensor:
+        if deterministic:
+            return self.actor.mode(obs, task_id)
+        noise = torch.randn(
+            obs.shape[0], self.act_dim, device=self.device, generator=self.generator
+        )
+        return self.actor.sample(obs, task_id, noise)[0]
+
+    # ---------------------------------------------------------------- learning
+    def task_weights(self) -> Tensor | None:
+        """Per-task loss weights (``softmax(-log alpha)``) when temperature weighting is on."""
+        if not self.temperature_weighting:
+            return None
+        return torch.softmax(-self.log_alpha.detach(), 0)
+
+    def critic_targets(self, batch: Batch) -> Tensor:
+        """Soft Bellman targets ``(T*b,)``; bootstraps through truncations."""
+        with torch.no_grad():
+            noise = torch.randn(
+                batch.next_obs.shape[0], self.act_dim, device=self.device,
+                generator=self.generator,
+            )
+            next_action, next_log_prob = self.actor.sample(batch.next_obs, batch.task_id, noise)
+            next_q = self.critic_target(
+                torch.cat([batch.next_obs, next_action], -1), batch.task_id
+            ).squeeze(-1).min(0).values
+            alpha = self.log_alpha.exp()[batch.task_id]
+            soft_value = next_q - alpha * next_log_prob
+            return batch.reward + self.gamma * (1.0 - batch.terminated) * soft_value
+
+    def critic_loss(self, batch: Batch, target: Tensor) -> TaskLoss:
+        """Per-task twin-critic regression loss."""
+
+        def rows(params: dict[str, Tensor], obs: Tensor, action: Tensor, y: Tensor,
+                 task: Tensor) -> Tensor:
+            q = functional_call(self.critic, params, (torch.cat([obs, action], -1), task))
+            return 0.5 * (q.squeeze(-1) - y).pow(2).sum(0)
+
+        return TaskLoss(
+            rows, dict(self.critic.named_parameters()),
+            (batch.obs, batch.action, target, batch.task_id), self.num_tasks,
+            self._critic_task_params, self.task_weights(),
+        )
+
+    def actor_loss(self, batch: Batch) -> TaskLoss:
+        """Per-task policy loss; the critic enters as constants. Aux output: log pi."""
+        critic_state = {k: v.detach() for k, v in self.critic.named_parameters()}
+        alpha = self.log_alpha.detach().exp()[batch.task_id]
+        noise = torch.randn(
+            batch.obs.shape[0], self.act_dim, device=self.device, generator=self.generator
+        )
+
+        def rows(params: dict[str, Tensor], obs: Tensor, task: Tensor, eps: Tensor,
+                 alpha_rows: Tensor) -> tuple[Tensor, Tensor]:
+            out = functional_call(self.actor, params, (obs, task))
+            action, log_prob = rsample(*out, eps)
+            q = functional_call(self.critic, critic_state, (torch.cat([obs, action], -1), task))
+            return alpha_rows * log_prob - q.squeeze(-1).min(0).values, log_prob
+
+        return TaskLoss(
+            rows, dict(self.actor.named_parameters()), (batch.obs, batch.task_id, noise, alpha),
+            self.num_tasks, self._actor_task_params, self.task_weights(),
+        )
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        metrics: dict[str, Tensor] = {}
+        target = self.critic_targets(batch)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_losses = self.critic_combiner.backward(self.critic_loss(batch, target))
+        self.critic_optimizer.step()
+        metrics["critic_loss"] = critic_losses.mean()
+        metrics["critic_loss_per_task"] = critic_losses
+        metrics["target_q"] = target.mean()
+
+        if self.num_updates % self.actor_update_every == 0:
+            actor_loss = self.actor_loss(batch)
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            actor_losses = self.actor_combiner.backward(actor_loss)
+            self.actor_optimizer.step()
+            assert actor_loss.aux is not None
+            log_prob = actor_loss.aux.view(self.num_tasks, -1).mean(1)
+            alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy)).sum()
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
+            metrics["actor_loss"] = actor_losses.mean()
+            metrics["entropy"] = -log_prob.mean()
+            metrics["alpha"] = self.log_alpha.detach().exp()
+
+        if self.num_updates % self.target_update_every == 0:
+            with torch.no_grad():
+                torch._foreach_lerp_(
+                    list(self.critic_target.parameters()), list(self.critic.parameters()),
+                    self.tau,
+                )
+        self.num_updates += 1
+        return metrics
+
+    # ------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "actor_combiner": self.actor_combiner.state_dict(),
+            "critic_combiner": self.critic_combiner.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "num_updates": self.num_updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.actor_combiner.load_state_dict(state["actor_combiner"])
+        self.critic_combiner.load_state_dict(state["critic_combiner"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        self.generator.set_state(state["generator"])
+        self.num_updates = int(state["num_updates"])

@@ -1,0 +1,62 @@
+"""Atomic checkpoint files: never a half-written file, clear errors for missing/corrupt ones."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtrl.errors import MtrlError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Load a file written by :func:`atomic_save` on the CPU.
+
+    Raises:
+        MtrlError: the file is missing or not a readable checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MtrlError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
+            OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MtrlError(f"corrupt checkpoint {path}: {reason}") from None
+    if not isinstance(payload, dict):
+        raise MtrlError(f"corrupt checkpoint {path}: not an mtrl checkpoint")
+    return payload
+
+
+def find_checkpoint(run_dir_or_file: str | Path) -> Path:
+    """The checkpoint file of a run directory, or the file itself."""
+    path = Path(run_dir_or_file)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise MtrlError(f"no checkpoint at {path}")
+    return path

@@ -1,0 +1,121 @@
+"""The ``mtrl`` command line: ``mtrl train | eval | ...``.
+
+Each command is a small module-level pair ``add_<name>(subparsers)`` / ``run_<name>(args)``
+registered in :data:`COMMANDS`. User errors (bad config, unknown task, missing checkpoint) are
+printed as one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from mtrl.errors import MtrlError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+# ---------------------------------------------------------------------- train
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an agent (a preset name or a YAML config)",
+                       description="Train a multi-task agent. Overrides: section.field=value.")
+    p.add_argument("config", help="YAML path or preset name (e.g. mt10_mtmhsac, quick)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. train.steps_per_task=20000")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="output directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir from its last checkpoint")
+    p.add_argument("--device", choices=DEVICES, default=None, help="training device")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from mtrl.config import load_config
+    from mtrl.evaluation import format_table
+    from mtrl.train import train
+
+    config = load_config(args.config, args.overrides)
+    run_dir = args.run_dir or Path("runs") / config.name
+    result = train(config, run_dir, resume=args.resume, device=args.device,
+                   overrides=tuple(args.overrides))
+    print(format_table(result))
+    print(f"final evaluation written to {Path(run_dir) / 'final_eval.json'}")
+    return 0
+
+
+# ----------------------------------------------------------------------- eval
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a run with the official success-rate protocol",
+                       description="Evaluate a trained agent: per-task success and the mean.")
+    p.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--episodes", type=int, default=50, help="episodes per task (default 50)")
+    p.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from mtrl.agents import agent_from_payload
+    from mtrl.checkpoint import find_checkpoint, load_file
+    from mtrl.config import from_dict
+    from mtrl.evaluation import format_table
+    from mtrl.train import evaluate_agent, make_eval_env
+
+    if args.episodes <= 0:
+        raise MtrlError(f"--episodes must be positive, got {args.episodes}")
+    payload = load_file(find_checkpoint(args.target))
+    if "learner" not in payload or "config" not in payload:
+        raise MtrlError(f"{args.target} is not an mtrl training checkpoint")
+    config = from_dict(payload["config"])
+    agent = agent_from_payload(payload["learner"], args.device)
+    env = make_eval_env(config)
+    try:
+        step = int(payload.get("trainer", {}).get("steps_per_task", 0))
+        result = evaluate_agent(agent, env, args.episodes, step)
+    finally:
+        env.close()
+    print(format_table(result))
+    if args.json is not None:
+        result.write(args.json)
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None],
+                          Callable[[argparse.Namespace], int]]] = {
+    "train": (add_train, run_train),
+    "eval": (add_eval, run_eval),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mtrl import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mtrl", description="Multi-task reinforcement learning on Meta-World.")
+    parser.add_argument("--version", action="version", version=f"mtrl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mtrl`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from mtrl.envs import EnvError
+
+    try:
+        return COMMANDS[args.command][1](args)
+    except (MtrlError, EnvError) as exc:
+        print(f"mtrl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtrl: interrupted (checkpoint saved where a run was training)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Multi-task vector environments: Meta-World v3 (worker processes) and a tiny fake env."""
+
+from mtrl.envs.base import MultiTaskVectorEnv, StepResult
+from mtrl.envs.factory import make_vector_env
+from mtrl.envs.fake import FakeMultiTaskVectorEnv
+from mtrl.envs.metaworld_env import MetaWorldVectorEnv
+from mtrl.envs.tasks import MT10_TASKS, MT50_TASKS, EnvError, resolve_tasks
+
+__all__ = [
+    "StepResult",
+    "MultiTaskVectorEnv",
+    "resolve_tasks",
+    "make_vector_env",
+    "MetaWorldVectorEnv",
+    "FakeMultiTaskVectorEnv",
+    "MT10_TASKS",
+    "MT50_TASKS",
+    "EnvError",
+]

@@ -1,0 +1,402 @@
+"""Meta-World v3 multi-task vector environment stepped by worker processes.
+
+``metaworld`` (and with it MuJoCo) is imported only when goals are generated or envs are
+built, so that ``import mtrl.envs`` stays light.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from mtrl.envs.base import StepResult
+from mtrl.envs.tasks import EnvError, is_fake, resolve_tasks
+from mtrl.envs.workers import InlinePool, Layout, WorkerPool, split_range
+
+if TYPE_CHECKING:
+    from metaworld.types import Task
+
+OBS_DIM = 39
+ACT_DIM = 4
+
+
+def default_num_workers(num_envs: int) -> int:
+    """One worker per usable core, never more than envs."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, num_envs))
+
+
+def make_goal_tasks(task_names: Sequence[str], seed: int) -> list[list[Task]]:
+    """The seeded goals (``metaworld.Task``, 50 per task) of every task, in ``task_names`` order.
+
+    Generated exactly as Meta-World does (``metaworld._make_tasks`` with ``_MT_OVERRIDE``, so the
+    goal is observable): for exactly the MT10 / MT50 lists via ``metaworld.MT10(seed=seed)`` /
+    ``MT50(seed=seed)``, so goals equal the official benchmark's for the same seed. Goals of a
+    task depend on the tasks before it in the list (one global RNG stream). Cached per process
+    (MT50 takes ~45 s on one core).
+    """
+    return [list(goals) for goals in _goal_tasks(tuple(task_names), seed)]
+
+
+@functools.lru_cache(maxsize=8)
+def _goal_tasks(task_names: tuple[str, ...], seed: int) -> tuple[tuple[Task, ...], ...]:
+    import metaworld
+    from metaworld import env_dict
+
+    if task_names == tuple(env_dict.MT10_V3):
+        tasks = metaworld.MT10(seed=seed).train_tasks
+    elif task_names == tuple(env_dict.MT50_V3):
+        tasks = metaworld.MT50(seed=seed).train_tasks
+    else:
+        classes = env_dict._get_env_dict(task_names)
+        args_kwargs = env_dict._get_args_kwargs(env_dict.ALL_V3_ENVIRONMENTS, classes)
+        tasks = metaworld._make_tasks(classes, args_kwargs, metaworld._MT_OVERRIDE, seed=seed)
+    by_name: dict[str, list[Task]] = {name: [] for name in task_names}
+    for task in tasks:
+        by_name[task.env_name].append(task)
+    return tuple(tuple(by_name[name]) for name in task_names)
+
+
+def _layout(num_envs: int) -> Layout:
+    n = num_envs
+    return {
+        "obs": ((n, OBS_DIM), "float32"),
+        "final_obs": ((n, OBS_DIM), "float32"),
+        "actions": ((n, ACT_DIM), "float32"),
+        "reward": ((n,), "float32"),
+        "terminated": ((n,), "bool"),
+        "truncated": ((n,), "bool"),
+        "success": ((n,), "bool"),
+        "mask": ((n,), "bool"),
+        "goal_index": ((n,), "int64"),
+    }
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """What a worker needs to build envs ``lo..hi-1`` (goals arrive later via ``set_goals``)."""
+
+    lo: int
+    hi: int
+    task_names: tuple[str, ...]
+    env_seeds: tuple[int, ...]
+    goal_seeds: tuple[np.random.SeedSequence, ...]
+    max_episode_steps: int
+
+
+class MetaWorldBlock:
+    """A contiguous block of raw Meta-World envs stepped in a loop, reading and writing its rows
+    of the shared arrays. Runs inside a worker process or in-process (``mode="sync"``)."""
+
+    def __init__(self, spec: BlockSpec, arrays: dict[str, np.ndarray]) -> None:
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        self._spec = spec
+        self._arrays = arrays
+        self._envs = []
+        for name, env_seed in zip(spec.task_names, spec.env_seeds):
+            env = ALL_V3_ENVIRONMENTS[name](reward_function_version="v2")
+            env.seed(env_seed)
+            # The raw env raises once curr_path_length reaches max_path_length (500); the horizon
+            # is counted here instead, so stepping past it (autoreset off) never raises.
+            env.max_path_length = sys.maxsize
+            self._envs.append(env)
+        self._rngs = [np.random.default_rng(s) for s in spec.goal_seeds]
+        self._steps = [0] * len(self._envs)
+        self._goals: list[Sequence[Task]] = []
+        self._autoreset = True
+        self._terminate_on_success = False
+
+    def set_goals(self, goals: dict[str, Sequence[Task]]) -> None:
+        self._goals = [goals[name] for name in self._spec.task_names]
+
+    def set_autoreset(self, enabled: bool) -> None:
+        self._autoreset = enabled
+
+    def set_terminate_on_success(self, enabled: bool) -> None:
+        self._terminate_on_success = enabled
+
+    def get_state(self) -> list[dict[str, Any]]:
+        return [rng.bit_generator.state for rng in self._rngs]
+
+    def set_state(self, rng_states: list[dict[str, Any]]) -> None:
+        for rng, state in zip(self._rngs, rng_states):
+            rng.bit_generator.state = state
+
+    def reset(self) -> None:
+        """Reset every env with goal ``goal_index[i]`` (``-1``: sample from the env's RNG)."""
+        a = self._arrays
+        for j in range(len(self._envs)):
+            i = self._spec.lo + j
+            a["obs"][i] = self._reset_env(j, int(a["goal_index"][i]))
+        lo, hi = self._spec.lo, self._spec.hi
+        a["final_obs"][lo:hi] = a["obs"][lo:hi]
+        a["reward"][lo:hi] = 0.0
+        for key in ("terminated", "truncated", "success"):
+            a[key][lo:hi] = False
+
+    def step(self) -> None:
+        a = self._arrays
+        obs, final_obs, actions, mask = a["obs"], a["final_obs"], a["actions"], a["mask"]
+        reward, terminated, truncated, success = (
+            a["reward"], a["terminated"], a["truncated"], a["success"]
+        )
+        for j, env in enumerate(self._envs):
+            i = self._spec.lo + j
+            if not mask[i]:
+                final_obs[i] = obs[i]
+                reward[i] = 0.0
+                terminated[i] = truncated[i] = success[i] = False
+                continue
+            try:
+                next_obs, r, _, _, info = env.step(actions[i].copy())
+            except Exception as exc:
+                raise EnvError(f"env {i} ({self._spec.task_names[j]}) step: {exc!r}") from exc
+            self._steps[j] += 1
+            succeeded = bool(info["success"])
+            terminated[i] = done = succeeded and self._terminate_on_success
+            truncated[i] = self._steps[j] >= self._spec.max_episode_steps
+            success[i] = succeeded
+            reward[i] = r
+            final_obs[i] = next_obs
+            if self._autoreset and (done or truncated[i]):
+                obs[i] = self._reset_env(j, -1)
+            else:
+                obs[i] = next_obs
+
+    def close(self) -> None:
+        for env in self._envs:
+            env.close()
+
+    def _reset_env(self, j: int, goal: int) -> np.ndarray:
+        goals = self._goals[j]
+        if goal < 0:
+            goal = int(self._rngs[j].integers(len(goals)))
+        env = self._envs[j]
+        try:
+            env.set_task(goals[goal])
+            obs, _ = env.reset()
+        except Exception as exc:
+            i = self._spec.lo + j
+            raise EnvError(f"env {i} ({self._spec.task_names[j]}) reset: {exc!r}") from exc
+        self._steps[j] = 0
+        return obs
+
+
+class MetaWorldVectorEnv:
+    """Meta-World v3 multi-task vector env (implements :class:`~mtrl.envs.base.MultiTaskVectorEnv`).
+
+    ``num_envs = num_tasks * envs_per_task`` raw v3 envs (``reward_function_version="v2"``),
+    task-major: env ``i`` runs task ``i // envs_per_task``. Every reset picks one of the task's
+    ``num_goals`` (50) seeded goals (see :func:`make_goal_tasks`) with the env's own
+    ``np.random.Generator``; env seeds and goal RNGs derive from ``seed`` and the env index only,
+    so results do not depend on ``mode`` or ``num_workers``.
+
+    ``mode="async"`` (default) steps contiguous blocks of envs in ``num_workers`` worker
+    processes (default: one per core, at most ``num_envs``) over shared memory; ``"sync"`` steps
+    them in this process (``num_workers`` is then 0). Episodes are truncated at
+    ``max_episode_steps``; ``terminated`` is True only with :meth:`set_terminate_on_success`.
+    A dead or failing worker raises :class:`EnvError` (after at most ``timeout_s`` for a hung one)
+    and closes the env. Use as a context manager or call :meth:`close`.
+    """
+
+    obs_dim: int = OBS_DIM
+    act_dim: int = ACT_DIM
+
+    def __init__(
+        self,
+        task_names: str | Sequence[str],
+        envs_per_task: int = 1,
+        seed: int = 0,
+        num_workers: int | None = None,
+        mode: str = "async",
+        max_episode_steps: int = 500,
+        timeout_s: float = 300.0,
+    ) -> None:
+        names = resolve_tasks(task_names)
+        if is_fake(names):
+            raise EnvError(f"{names[0]!r} is a fake task; use FakeMultiTaskVectorEnv")
+        if envs_per_task < 1 or max_episode_steps < 1 or seed < 0:
+            raise EnvError(
+                "need envs_per_task >= 1, max_episode_steps >= 1 and seed >= 0, got "
+                f"{envs_per_task}, {max_episode_steps}, {seed}"
+            )
+        if mode not in ("async", "sync"):
+            raise EnvError(f"mode must be 'async' or 'sync', got {mode!r}")
+        if num_workers is not None and num_workers < 1:
+            raise EnvError(f"num_workers must be >= 1, got {num_workers}")
+        self.task_names = names
+        self.num_tasks = len(names)
+        self.envs_per_task = envs_per_task
+        self.num_envs = self.num_tasks * envs_per_task
+        self.max_episode_steps = max_episode_steps
+        self.seed = seed
+        self.mode = mode
+        self.task_id = np.repeat(np.arange(self.num_tasks, dtype=np.int64), envs_per_task)
+        self.task_id.flags.writeable = False
+
+        if mode == "sync":
+            self.num_workers = 0
+            ranges = [(0, self.num_envs)]
+        else:
+            self.num_workers = min(num_workers or default_num_workers(self.num_envs), self.num_envs)
+            ranges = split_range(self.num_envs, self.num_workers)
+        seeds = [np.random.SeedSequence(seed, spawn_key=(i,)).spawn(2) for i in range(self.num_envs)]
+        specs = [
+            BlockSpec(
+                lo=lo,
+                hi=hi,
+                task_names=tuple(names[i // envs_per_task] for i in range(lo, hi)),
+                env_seeds=tuple(int(seeds[i][0].generate_state(1)[0]) for i in range(lo, hi)),
+                goal_seeds=tuple(seeds[i][1] for i in range(lo, hi)),
+                max_episode_steps=max_episode_steps,
+            )
+            for lo, hi in ranges
+        ]
+        factories = [functools.partial(MetaWorldBlock, spec) for spec in specs]
+        layout = _layout(self.num_envs)
+        self._pool: WorkerPool | InlinePool
+        if mode == "sync":
+            self._pool = InlinePool(factories, ranges, layout)
+        else:  # workers build their envs while this process generates the goals
+            self._pool = WorkerPool(factories, ranges, layout, timeout_s=timeout_s)
+        try:
+            self.task_goals: list[list[Task]] = make_goal_tasks(names, seed)
+            self._pool.wait()
+            goals = dict(zip(names, self.task_goals))
+            self._pool.call(
+                "set_goals", [({name: goals[name] for name in set(s.task_names)},) for s in specs]
+            )
+        except BaseException:
+            self._pool.close()
+            raise
+        self.num_goals = len(self.task_goals[0])
+        self._buf = self._pool.arrays
+        self._needs_reset = True
+        self._stepping = False
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the worker processes (empty in sync mode)."""
+        return self._pool.pids
+
+    def reset(self, goal_index: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Reset every env (goal ``goal_index[i]``, or sampled); returns ``obs (N, 39) float32``."""
+        self._check_idle()
+        if goal_index is None:
+            self._buf["goal_index"][:] = -1
+        else:
+            index = np.asarray(goal_index)
+            if (
+                index.shape != (self.num_envs,)
+                or not np.issubdtype(index.dtype, np.integer)
+                or index.min() < 0
+                or index.max() >= self.num_goals
+            ):
+                raise EnvError(
+                    f"goal_index must be {self.num_envs} integers in [0, {self.num_goals}), "
+                    f"got shape {index.shape} dtype {index.dtype}"
+                )
+            self._buf["goal_index"][:] = index
+        self._call("reset")
+        self._needs_reset = False
+        return self._buf["obs"].copy()
+
+    def step(self, actions: np.ndarray, mask: np.ndarray | None = None) -> StepResult:
+        """:meth:`step_async` then :meth:`step_wait`."""
+        self.step_async(actions, mask)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """Start stepping with ``actions (N, 4)`` (clipped to [-1, 1]); envs where ``mask`` is
+        False are not stepped. Returns at once in async mode: overlap work, then :meth:`step_wait`."""
+        if self._needs_reset:
+            raise EnvError("call reset() before step() (and after set_state())")
+        self._check_idle()
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs, self.act_dim):
+            raise EnvError(f"actions must have shape {(self.num_envs, self.act_dim)}, got {actions.shape}")
+        if not np.isfinite(actions).all():
+            raise EnvError("actions contain NaN or inf")
+        np.clip(actions, -1.0, 1.0, out=self._buf["actions"])
+        if mask is None:
+            self._buf["mask"][:] = True
+        else:
+            mask = np.asarray(mask)
+            if mask.shape != (self.num_envs,):
+                raise EnvError(f"mask must have shape ({self.num_envs},), got {mask.shape}")
+            self._buf["mask"][:] = mask
+        self._pool.send_step()
+        self._stepping = True
+
+    def step_wait(self) -> StepResult:
+        """Wait for the step started by :meth:`step_async` and return its result (fresh arrays)."""
+        if not self._stepping:
+            raise EnvError("step_wait() without a pending step_async()")
+        self._stepping = False
+        self._pool.wait()
+        b = self._buf
+        return StepResult(
+            obs=b["obs"].copy(),
+            task_id=self.task_id,
+            reward=b["reward"].copy(),
+            terminated=b["terminated"].copy(),
+            truncated=b["truncated"].copy(),
+            success=b["success"].copy(),
+            final_obs=b["final_obs"].copy(),
+        )
+
+    def set_autoreset(self, enabled: bool) -> None:
+        """Same-step autoreset (default on). Off: a done env keeps stepping its old episode
+        (no error past the horizon, ``truncated`` stays True) unless masked out or reset."""
+        self._call("set_autoreset", bool(enabled))
+
+    def set_terminate_on_success(self, enabled: bool) -> None:
+        """End episodes with ``terminated=True`` at the first successful step (default off)."""
+        self._call("set_terminate_on_success", bool(enabled))
+
+    def get_state(self) -> dict[str, Any]:
+        """Picklable resume state: every env's goal-RNG state. Physics / mid-episode state is not
+        included: after :meth:`set_state` the envs must be :meth:`reset`."""
+        self._check_idle()
+        blocks = self._pool.call("get_state", [()] * len(self._pool.ranges))
+        rng_states = [s for block in blocks for s in block]
+        return {"task_names": list(self.task_names), "num_envs": self.num_envs, "goal_rng": rng_states}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`get_state`'s goal RNGs; the next call must be :meth:`reset`."""
+        self._check_idle()
+        if state.get("task_names") != self.task_names or state.get("num_envs") != self.num_envs:
+            raise EnvError(
+                f"env state is for {state.get('num_envs')} envs of {state.get('task_names')}, "
+                f"not {self.num_envs} envs of {self.task_names}"
+            )
+        rng_states = state["goal_rng"]
+        self._pool.call("set_state", [(rng_states[lo:hi],) for lo, hi in self._pool.ranges])
+        self._needs_reset = True
+
+    def close(self) -> None:
+        """Stop the workers and free the shared memory. Idempotent."""
+        self._stepping = False
+        self._pool.close()
+
+    def __enter__(self) -> MetaWorldVectorEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_idle(self) -> None:
+        if self._pool.closed:
+            raise EnvError("the environment is closed")
+        if self._stepping:
+            raise EnvError("a step_async() is pending; call step_wait() first")
+
+    def _call(self, method: str, *args: Any) -> None:
+        self._check_idle()
+        self._pool.call(method, [args] * len(self._pool.ranges))

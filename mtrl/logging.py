@@ -1,0 +1,95 @@
+"""Metrics out: TensorBoard scalars, ``metrics.jsonl`` and a console progress bar.
+
+Keys are namespaced like CleanRL's: ``train/critic_loss``, ``train/alpha/<task>``,
+``eval/success_rate``, ``eval/success/<task>``, ``time/env_steps_per_s``. The x axis is env
+steps **per task** (as papers report); ``total_env_steps`` is logged beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def flatten_metrics(
+    metrics: Mapping[str, Any], task_names: list[str], prefix: str = ""
+) -> dict[str, float]:
+    """Scalars as they are; per-task vectors of length T as ``<key>/<task>`` entries."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        array = np.asarray(value, dtype=np.float64)
+        name = f"{prefix}{key}"
+        if array.ndim == 0:
+            flat[name] = float(array)
+        elif array.shape == (len(task_names),):
+            base = name.removesuffix("_per_task")
+            flat.update({f"{base}/{task}": float(v) for task, v in zip(task_names, array)})
+        else:
+            raise ValueError(f"metric {name} has shape {array.shape}")
+    return flat
+
+
+class MetricsLogger:
+    """Writes scalars to TensorBoard (optional) and appends them to ``metrics.jsonl``."""
+
+    def __init__(self, run_dir: str | Path, task_names: list[str], tensorboard: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.task_names = task_names
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir))
+            self.writer.add_custom_scalars(
+                {"eval": {"success per task": ["Multiline", [r"eval/success/.*"]]},
+                 "train": {"temperature per task": ["Multiline", [r"train/alpha/.*"]],
+                           "episode success per task": ["Multiline", [r"train/success/.*"]]}}
+            )
+        self._file = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
+        self._start = time.time()
+
+    def log(self, step: int, scalars: Mapping[str, float], total_env_steps: int) -> None:
+        """Record ``scalars`` at ``step`` (env steps per task)."""
+        record = {"step": step, "total_env_steps": total_env_steps,
+                  "time": round(time.time() - self._start, 3), **scalars}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self.writer is not None:
+            for key, value in scalars.items():
+                self.writer.add_scalar(key, value, step)
+            self.writer.add_scalar("train/total_env_steps", total_env_steps, step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        self._file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """All records of a run's ``metrics.jsonl``."""
+    path = Path(run_dir) / METRICS_FILE
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
+    """A console bar over env steps per task, with rate and ETA."""
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step",
+                unit_scale=True, dynamic_ncols=True, desc="steps/task")
+
+
+def success_line(per_task: Mapping[str, float], width: int = 6) -> str:
+    """A compact per-task success line for the console: ``reach 1.00 | push 0.20 | ...``."""
+    return " | ".join(f"{name.removesuffix('-v3')[:width * 2]} {rate:.2f}"
+                      for name, rate in per_task.items())

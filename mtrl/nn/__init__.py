@@ -1,0 +1,55 @@
+"""Networks with the common interface ``forward(x, task_id)``; pick one by name."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from torch import nn
+
+from mtrl.errors import MtrlError
+from mtrl.nn.base import TaskLinear, task_parameter_names
+from mtrl.nn.ensemble import Ensemble
+from mtrl.nn.mlp import OneHotMLP
+from mtrl.nn.multihead import MultiHead
+
+NETWORKS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": OneHotMLP,
+    "multihead": MultiHead,
+}
+
+
+def build_network(spec: Any, in_dim: int, out_dim: int, num_tasks: int) -> nn.Module:
+    """Build the architecture named by ``spec["type"]`` (a ``NetworkConfig`` or its dict).
+
+    Architecture-specific options live in ``spec[<type>]`` when the architecture has any;
+    they are passed to its constructor as keyword arguments.
+    """
+    if dataclasses.is_dataclass(spec):
+        spec = dataclasses.asdict(spec)  # type: ignore[arg-type]
+    kind = spec["type"]
+    try:
+        cls = NETWORKS[kind]
+    except KeyError:
+        raise MtrlError(
+            f"unknown network type '{kind}' (choose from {', '.join(NETWORKS)})"
+        ) from None
+    return cls(
+        in_dim,
+        out_dim,
+        num_tasks,
+        hidden_sizes=tuple(spec["hidden_sizes"]),
+        activation=spec["activation"],
+        **dict(spec.get(kind) or {}),
+    )
+
+
+__all__ = [
+    "NETWORKS",
+    "Ensemble",
+    "MultiHead",
+    "OneHotMLP",
+    "TaskLinear",
+    "build_network",
+    "task_parameter_names",
+]

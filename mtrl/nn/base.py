@@ -1,0 +1,92 @@
+"""Building blocks shared by every mtrl architecture.
+
+Every network maps ``(x (B, in_dim) float, task_id (B,) int64) -> (B, out_dim)``. Parameters
+that belong to one task are stored as batched tensors with a leading task dimension and the
+module that owns them lists their names in ``task_parameters`` so that gradient combiners can
+tell them from shared parameters (:func:`task_parameter_names`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from mtrl.errors import MtrlError
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """The activation module of that name (``relu``, ``tanh``, ``elu``, ``gelu``, ...)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise MtrlError(
+            f"unknown activation '{name}' (choose from {', '.join(ACTIVATIONS)})"
+        ) from None
+
+
+def mlp_layers(in_dim: int, hidden_sizes: Iterable[int], activation: str) -> nn.Sequential:
+    """``Linear -> activation`` for each hidden size (no output layer)."""
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        layers += [nn.Linear(in_dim, size), make_activation(activation)]
+        in_dim = size
+    return nn.Sequential(*layers)
+
+
+class TaskLinear(nn.Module):
+    """A separate linear layer per task, stored as ``weight (T, in, out)`` and ``bias (T, out)``.
+
+    ``forward(x, task_id)`` computes every task's output with one matmul and gathers each row's
+    own task, so the gradient of a row reaches only its task's slice (exact isolation) and any
+    ordering of rows works. The extra cost is ``T * out`` output columns, small for heads.
+    """
+
+    task_parameters = ("weight", "bias")
+
+    def __init__(self, in_dim: int, out_dim: int, num_tasks: int) -> None:
+        super().__init__()
+        self.in_dim, self.out_dim, self.num_tasks = in_dim, out_dim, num_tasks
+        self.weight = nn.Parameter(torch.empty(num_tasks, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(num_tasks, out_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Each task's slice initialised like ``nn.Linear``."""
+        bound = 1.0 / math.sqrt(self.in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor, task_id: Tensor) -> Tensor:
+        all_tasks = x @ self.weight.permute(1, 0, 2).reshape(self.in_dim, -1)
+        all_tasks = all_tasks.view(*x.shape[:-1], self.num_tasks, self.out_dim)
+        index = task_id.view(*task_id.shape, 1, 1).expand(*x.shape[:-1], 1, self.out_dim)
+        return all_tasks.gather(-2, index).squeeze(-2) + self.bias[task_id]
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_dim}, out={self.out_dim}, tasks={self.num_tasks}"
+
+
+def task_parameter_names(module: nn.Module) -> set[str]:
+    """Full names of the parameters of ``module`` that belong to one task each."""
+    names: set[str] = set()
+    for prefix, sub in module.named_modules():
+        for local in getattr(sub, "task_parameters", ()):
+            names.add(f"{prefix}.{local}" if prefix else local)
+    return names
+
+
+def one_hot(task_id: Tensor, num_tasks: int, dtype: torch.dtype) -> Tensor:
+    """``(B,) -> (B, T)`` one-hot encoding."""
+    return nn.functional.one_hot(task_id, num_tasks).to(dtype)

@@ -1,0 +1,31 @@
+"""MT-SAC's network: an MLP on the observation concatenated with the one-hot task id."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mtrl.nn.base import mlp_layers, one_hot
+
+
+class OneHotMLP(nn.Module):
+    """``MLP([x, one_hot(task_id)])`` with a shared output layer (Meta-World's MT-SAC)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int] = (400, 400, 400),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.num_tasks = num_tasks
+        self.trunk = mlp_layers(in_dim + num_tasks, hidden_sizes, activation)
+        self.head = nn.Linear(hidden_sizes[-1], out_dim)
+
+    def forward(self, x: Tensor, task_id: Tensor) -> Tensor:
+        features = self.trunk(torch.cat([x, one_hot(task_id, self.num_tasks, x.dtype)], -1))
+        return self.head(features)

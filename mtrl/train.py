@@ -1,0 +1,263 @@
+"""The training loop: collect -> store -> update -> evaluate -> checkpoint.
+
+Step counts are per task: one vector step advances every task by ``env.envs_per_task`` env
+steps. After ``warmup_steps_per_task`` steps of uniform random actions, every vector step runs
+one batched policy forward for all envs and ``updates_per_step`` agent updates on task-balanced
+batches. Time limits are truncations: the true final observation is stored and bootstrapped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtrl.agents import Agent, build_agent, resolve_device
+from mtrl.checkpoint import CHECKPOINT_NAME, atomic_save, load_file
+from mtrl.config import Config, from_dict, to_dict, to_yaml
+from mtrl.data import MultiTaskReplay
+from mtrl.envs import MultiTaskVectorEnv, make_vector_env
+from mtrl.errors import MtrlError
+from mtrl.evaluation import EvalResult, evaluate
+from mtrl.logging import MetricsLogger, flatten_metrics, progress_bar, success_line
+
+CONFIG_FILE = "config.yaml"
+FINAL_EVAL_FILE = "final_eval.json"
+
+
+def make_train_env(config: Config) -> MultiTaskVectorEnv:
+    """The training envs of a config."""
+    env = config.env
+    return make_vector_env(env.tasks, env.envs_per_task, config.train.seed, env.num_workers,
+                           env.mode, env.max_episode_steps)
+
+
+def make_eval_env(config: Config) -> MultiTaskVectorEnv:
+    """Evaluation envs: separate from the training envs, with their own seed."""
+    env = config.env
+    return make_vector_env(env.tasks, env.eval_envs_per_task, config.train.seed + 10_000,
+                           env.num_workers, env.mode, env.max_episode_steps)
+
+
+def evaluate_agent(agent: Agent, env: MultiTaskVectorEnv, episodes: int, step: int) -> EvalResult:
+    """The official protocol with the agent's deterministic actions."""
+    return evaluate(lambda o, t: agent.act(o, t, deterministic=True), env, episodes, step)
+
+
+@dataclass
+class EpisodeStats:
+    """Running returns of the training envs; finished episodes summarised per task."""
+
+    returns: np.ndarray
+    successes: np.ndarray
+    finished_return: np.ndarray
+    finished_success: np.ndarray
+    finished_count: np.ndarray
+
+    @classmethod
+    def create(cls, num_envs: int, num_tasks: int) -> "EpisodeStats":
+        return cls(np.zeros(num_envs), np.zeros(num_envs, bool), np.zeros(num_tasks),
+                   np.zeros(num_tasks), np.zeros(num_tasks))
+
+    def record(self, reward: np.ndarray, success: np.ndarray, done: np.ndarray,
+               task_id: np.ndarray, num_tasks: int) -> None:
+        self.returns += reward
+        self.successes |= success
+        if done.any():
+            self.finished_return += np.bincount(task_id, self.returns * done, num_tasks)
+            self.finished_success += np.bincount(task_id, self.successes * done, num_tasks)
+            self.finished_count += np.bincount(task_id, done, num_tasks)
+            self.returns[done] = 0.0
+            self.successes[done] = False
+
+    def pop(self) -> dict[str, np.ndarray]:
+        """Mean return and success per task of the episodes finished since the last pop."""
+        seen = self.finished_count > 0
+        if not seen.all():
+            return {}
+        out = {"episode_return_per_task": self.finished_return / self.finished_count,
+               "success_per_task": self.finished_success / self.finished_count}
+        self.finished_return[:] = 0
+        self.finished_success[:] = 0
+        self.finished_count[:] = 0
+        return out
+
+
+class Trainer:
+    """Runs (or resumes) one training run in ``run_dir``."""
+
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
+                 device: str | None = None, overrides: tuple[str, ...] = ()) -> None:
+        self.run_dir = Path(run_dir)
+        checkpoint_path = self.run_dir / CHECKPOINT_NAME
+        self.checkpoint: dict[str, Any] | None = None
+        if resume:
+            if checkpoint_path.exists():
+                self.checkpoint = load_file(checkpoint_path)
+                config = self._resumed_config(self.checkpoint, overrides)
+        elif (self.run_dir / CONFIG_FILE).exists() or checkpoint_path.exists():
+            raise MtrlError(
+                f"run directory {self.run_dir} already holds a run (use --resume to continue it, "
+                "or choose another --run-dir)"
+            )
+        if device is not None:
+            config.train.device = device
+        self.config = config
+        self.device = resolve_device(config.train.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise MtrlError("--device cuda asked for, but no CUDA device is available")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / CONFIG_FILE).write_text(to_yaml(config))
+
+    @staticmethod
+    def _resumed_config(checkpoint: dict[str, Any], overrides: tuple[str, ...]) -> Config:
+        """The run's own config, with command-line overrides (e.g. a longer budget) on top."""
+        from omegaconf import OmegaConf
+
+        data = OmegaConf.merge(OmegaConf.create(checkpoint["config"]),
+                               OmegaConf.from_dotlist(list(overrides)))
+        return from_dict(OmegaConf.to_container(data))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> EvalResult:
+        """Train to ``train.steps_per_task``, evaluate, write ``final_eval.json``."""
+        cfg = self.config
+        random.seed(cfg.train.seed)
+        env = make_train_env(cfg)
+        eval_env: MultiTaskVectorEnv | None = None
+        logger: MetricsLogger | None = None
+        try:
+            agent = build_agent(cfg.agent, env.obs_dim, env.act_dim, env.num_tasks,
+                                str(self.device), cfg.train.seed)
+            replay = MultiTaskReplay(env.num_tasks, cfg.replay.capacity_per_task, env.obs_dim,
+                                     env.act_dim, self.device)
+            rng = np.random.default_rng(cfg.train.seed)
+            vec_step = 0
+            if self.checkpoint is not None:
+                vec_step, rng = self._restore(self.checkpoint, agent, replay, env)
+            logger = MetricsLogger(self.run_dir, env.task_names, cfg.log.tensorboard)
+            per_step = env.num_envs // env.num_tasks
+            total = math.ceil(cfg.train.steps_per_task / per_step)
+            if vec_step >= total and (self.run_dir / FINAL_EVAL_FILE).exists():
+                return EvalResult(**json.loads((self.run_dir / FINAL_EVAL_FILE).read_text()))
+
+            def every(interval: int) -> bool:
+                return (vec_step * per_step) // interval != ((vec_step - 1) * per_step) // interval
+
+            stats = EpisodeStats.create(env.num_envs, env.num_tasks)
+            sums: dict[str, torch.Tensor] = {}
+            count = 0
+            warmup = math.ceil(cfg.train.warmup_steps_per_task / per_step)
+            obs = env.reset()
+            bar = progress_bar(total * per_step, vec_step * per_step, cfg.log.progress)
+            clock, clock_step = time.perf_counter(), vec_step
+            try:
+                while vec_step < total:
+                    if vec_step < warmup:
+                        actions = rng.uniform(-1, 1, (env.num_envs, env.act_dim))
+                    else:
+                        actions = agent.act(obs, env.task_id)
+                    result = env.step(actions)
+                    replay.add(obs, actions, result.reward, result.final_obs,
+                               result.terminated, env.task_id)
+                    stats.record(result.reward, result.success, result.done, env.task_id,
+                                 env.num_tasks)
+                    obs = result.obs
+                    if vec_step >= warmup:
+                        for _ in range(cfg.train.updates_per_step):
+                            metrics = agent.update(replay.sample(cfg.replay.batch_per_task))
+                            for key, value in metrics.items():
+                                sums[key] = sums[key] + value if key in sums else value.clone()
+                            count += 1
+                    vec_step += 1
+                    bar.update(per_step)
+                    step = vec_step * per_step
+                    if every(cfg.log.every) or vec_step == total:
+                        now = time.perf_counter()
+                        scalars = flatten_metrics({k: v / count for k, v in sums.items()},
+                                                  env.task_names, "train/")
+                        scalars.update(flatten_metrics(stats.pop(), env.task_names, "train/"))
+                        rate = (vec_step - clock_step) * env.num_envs / max(now - clock, 1e-9)
+                        scalars["time/env_steps_per_s"] = rate
+                        scalars["train/replay_size"] = float(len(replay))
+                        logger.log(step, scalars, step * env.num_tasks)
+                        sums, count = {}, 0
+                        clock, clock_step = now, vec_step
+                    if every(cfg.train.eval_every) and vec_step < total:
+                        eval_env = eval_env or make_eval_env(cfg)
+                        self._log_eval(evaluate_agent(agent, eval_env, cfg.train.eval_episodes,
+                                                      step), logger, bar, env.num_tasks)
+                    if every(cfg.train.checkpoint_every) and vec_step < total:
+                        self._save(agent, replay, env, vec_step, rng)
+            except KeyboardInterrupt:
+                self._save(agent, replay, env, vec_step, rng)
+                bar.close()
+                raise
+            bar.close()
+            eval_env = eval_env or make_eval_env(cfg)
+            final = evaluate_agent(agent, eval_env, cfg.train.eval_episodes, total * per_step)
+            self._log_eval(final, logger, None, env.num_tasks)
+            self._save(agent, replay, env, vec_step, rng)
+            final.write(self.run_dir / FINAL_EVAL_FILE)
+            return final
+        finally:
+            env.close()
+            if eval_env is not None:
+                eval_env.close()
+            if logger is not None:
+                logger.close()
+
+    def _log_eval(self, result: EvalResult, logger: MetricsLogger, bar: Any,
+                  num_tasks: int) -> None:
+        scalars = {"eval/success_rate": result.success_rate,
+                   **{f"eval/success/{k}": v for k, v in result.per_task.items()}}
+        if result.mean_return is not None:
+            scalars["eval/mean_return"] = result.mean_return
+        logger.log(result.step, scalars, result.step * num_tasks)
+        line = f"eval @ {result.step} steps/task: success {result.success_rate:.3f}  " \
+               f"[{success_line(result.per_task)}]"
+        (bar.write if bar is not None else print)(line)
+
+    # ------------------------------------------------------------ checkpoint
+    def _save(self, agent: Agent, replay: MultiTaskReplay, env: MultiTaskVectorEnv,
+              vec_step: int, rng: np.random.Generator) -> None:
+        atomic_save(
+            {
+                "learner": {"agent": agent.name, "kwargs": agent.init_kwargs,
+                            "state": agent.state_dict()},
+                "replay": replay.state_dict(),
+                "trainer": {"vec_step": vec_step, "rng": rng.bit_generator.state,
+                            "python_random": random.getstate(),
+                            "env": env.get_state(),
+                            "steps_per_task": vec_step * (env.num_envs // env.num_tasks)},
+                "config": to_dict(self.config),
+                "task_names": env.task_names,
+            },
+            self.run_dir / CHECKPOINT_NAME,
+        )
+
+    def _restore(self, checkpoint: dict[str, Any], agent: Agent, replay: MultiTaskReplay,
+                 env: MultiTaskVectorEnv) -> tuple[int, np.random.Generator]:
+        if checkpoint.get("task_names") != env.task_names:
+            raise MtrlError("checkpoint was made for other tasks than this run's config")
+        agent.load_state_dict(checkpoint["learner"]["state"])
+        replay.load_state_dict(checkpoint["replay"])
+        trainer = checkpoint["trainer"]
+        rng = np.random.default_rng()
+        rng.bit_generator.state = trainer["rng"]
+        random.setstate(trainer["python_random"])
+        env.set_state(trainer["env"])
+        return int(trainer["vec_step"]), rng
+
+
+def train(config: Config, run_dir: str | Path, resume: bool = False, device: str | None = None,
+          overrides: tuple[str, ...] = ()) -> EvalResult:
+    """Train (or resume) a run; returns the final evaluation."""
+    return Trainer(config, run_dir, resume, device, overrides).run()
