@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Callable
 
 from mtrl.errors import MtrlError
+from mtrl.affinity import add_affinity, run_affinity
+from mtrl.grouping import add_group, run_group
+from mtrl.sweep import add_sweep, run_sweep
+from mtrl.report import add_report, run_report
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -29,6 +33,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir from its last checkpoint")
     p.add_argument("--device", choices=DEVICES, default=None, help="training device")
+    p.add_argument("--groups", type=Path, default=None, metavar="FILE",
+                   help="train one network per task group of this `mtrl group` JSON")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -36,6 +42,10 @@ def run_train(args: argparse.Namespace) -> int:
     from mtrl.evaluation import format_table
     from mtrl.train import train
 
+    if args.groups is not None:
+        from mtrl.grouping import groups_override
+
+        args.overrides = [*args.overrides, groups_override(args.groups)]
     config = load_config(args.config, args.overrides)
     run_dir = args.run_dir or Path("runs") / config.name
     result = train(config, run_dir, resume=args.resume, device=args.device,
@@ -53,6 +63,9 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=50, help="episodes per task (default 50)")
     p.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
     p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--video", type=Path, default=None, metavar="DIR",
+                   help="also render one episode per task to DIR/<task>.gif, success marked "
+                        "(Meta-World needs offscreen GL: MUJOCO_GL=egl or osmesa)")
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -69,6 +82,10 @@ def run_eval(args: argparse.Namespace) -> int:
         raise MtrlError(f"{args.target} is not an mtrl training checkpoint")
     config = from_dict(payload["config"])
     agent = agent_from_payload(payload["learner"], args.device)
+    if args.video is not None:  # before MuJoCo is imported: it fixes its GL backend then
+        from mtrl.video import check_video_support
+
+        check_video_support(config.env.tasks)
     env = make_eval_env(config)
     try:
         step = int(payload.get("trainer", {}).get("steps_per_task", 0))
@@ -78,6 +95,11 @@ def run_eval(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.json is not None:
         result.write(args.json)
+    if args.video is not None:
+        from mtrl.video import record_agent_videos
+
+        for video in record_agent_videos(agent, config, args.video):
+            print(f"video {video.summary()}")
     return 0
 
 
@@ -85,6 +107,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None],
                           Callable[[argparse.Namespace], int]]] = {
     "train": (add_train, run_train),
     "eval": (add_eval, run_eval),
+    "affinity": (add_affinity, run_affinity),
+    "group": (add_group, run_group),
+    "sweep": (add_sweep, run_sweep),
+    "report": (add_report, run_report),
 }
 
 
@@ -104,7 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mtrl`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may come before or after options: collect stray ``key=value`` tokens.
+    args, extra = parser.parse_known_args(argv)
+    stray = [tok for tok in extra if tok.startswith("-") or "=" not in tok]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     from mtrl.envs import EnvError
 
     try:

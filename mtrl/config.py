@@ -34,17 +34,162 @@ class EnvConfig:
 
 
 @dataclass
-class NetworkConfig:
-    """Architecture of the actor and critic networks (``agent.network.type`` selects it)."""
+class SoftModOptions:
+    """Soft modularization (Yang et al. 2020); ``hidden_sizes`` is the observation embedding."""
 
-    type: str = "multihead"  # mlp | multihead (more in mtrl.nn.NETWORKS)
+    num_layers: int = 2  # module layers L (paper: 2 MT10, 4 MT50)
+    num_modules: int = 2  # modules per layer m (paper: 2 MT10, 4 MT50)
+    module_hidden: int = 256  # module width d (paper: 256 MT10, 128 MT50)
+    routing_hidden: int = 256  # routing network width
+    routing_layers: int = 2  # routing layers on the obs * task embedding product
+
+
+@dataclass
+class CareOptions:
+    """CARE (Sodhani et al. 2021): experts mixed by attention on a task context."""
+
+    num_experts: int = 4  # k encoders (4 MT10, 6 MT50)
+    encoder_hidden: list[int] = field(default_factory=lambda: [50])
+    encoder_dim: int = 50
+    context: str = "language"  # language (shipped description embeddings) | learned
+    tasks: str = "${env.tasks}"  # the tasks whose descriptions give the context (in order)
+    context_dim: int = 50
+    context_hidden: list[int] = field(default_factory=lambda: [50, 50])
+    attention_hidden: list[int] = field(default_factory=lambda: [50, 50])
+    temperature: float = 1.0
+
+
+@dataclass
+class FiLMOptions:
+    """FiLM (Perez et al. 2018) of every hidden layer by a task-conditioned generator."""
+
+    embedding_dim: int = 50
+    generator_hidden: list[int] = field(default_factory=lambda: [50])
+
+
+@dataclass
+class PaCoOptions:
+    """PaCo (Sun et al. 2022): K parameter sets composed per task."""
+
+    num_param_sets: int = 5  # K
+    reset_threshold: float = 3000.0  # task loss that masks the task and resets its w (<=0: off)
+    reset_method: str = "interpolate"  # interpolate | copy
+
+
+@dataclass
+class MooreOptions:
+    """MOORE (Hendawy et al. 2024): Gram-Schmidt-orthogonalised experts, multi-head."""
+
+    num_experts: int = 4  # k (paper: 4 MT10, 6 MT50)
+
+
+@dataclass
+class NetworkConfig:
+    """Architecture of the actor and critic networks (``agent.network.type`` selects it).
+
+    The section named after the type (``softmod``, ``care``, ``film``, ``paco``, ``moore``)
+    holds that architecture's options.
+    """
+
+    type: str = "multihead"  # mlp | multihead | softmod | care | film | paco | moore
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
     activation: str = "relu"
+    softmod: SoftModOptions = field(default_factory=SoftModOptions)
+    care: CareOptions = field(default_factory=CareOptions)
+    film: FiLMOptions = field(default_factory=FiLMOptions)
+    paco: PaCoOptions = field(default_factory=PaCoOptions)
+    moore: MooreOptions = field(default_factory=MooreOptions)
+    # One network of this type per task group, trained side by side: lists of task names or
+    # 0-based indices, each task in exactly one group (as `mtrl group --disjoint` writes;
+    # `mtrl train --groups FILE` reads that JSON). [] = one network for all tasks.
+    groups: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass
+class DistralConfig:
+    """Distral (Teh et al. 2017), used when ``agent.name=distral``.
+
+    Task policy ``pi_i`` maximises ``E sum_t gamma^t [r + (alpha/beta) log pi_0 - (1/beta) log pi_i]``
+    (KL coefficient ``alpha/beta``, entropy coefficient ``(1-alpha)/beta``); the shared policy
+    ``pi_0`` is distilled from the task policies by the same objective.
+    """
+
+    alpha: float = 0.5  # in (0, 1]: weight of KL(pi_i || pi_0) against the entropy of pi_i
+    beta: float = 10.0  # inverse temperature (> 0); Distral's temperature is 1/beta
+    learn_beta: bool = False  # tune 1/beta per task toward agent.target_entropy (SAC-style)
+    two_column: bool = False  # pi_i = pi_0^alpha * exp(beta f_i): a shared and a task column
+    shared_network: NetworkConfig = field(default_factory=lambda: NetworkConfig(type="mlp"))
+    shared_task_input: bool = True  # pi_0 sees the task id (False: pi_0(a|s) as in the paper)
+    eval_policy: str = "shared"  # shared (pi_0) | task (pi_i): what deterministic actions use
+
+
+@dataclass
+class PCGradOptions:
+    """PCGrad (Yu et al. 2020)."""
+
+    reduction: str = "mean"  # mean | sum (the paper's scale) of the projected gradients
+
+
+@dataclass
+class CAGradOptions:
+    """CAGrad (Liu et al. 2021)."""
+
+    c: float = 0.5  # conflict-aversion radius (0 = mean)
+    rescale: bool = True  # divide the update by 1 + c^2, as the authors' code does
+    iterations: int = 20  # inner simplex solver iterations per update (warm-started)
+
+
+@dataclass
+class GradNormOptions:
+    """GradNorm (Chen et al. 2018) on the last shared layer."""
+
+    alpha: float = 1.5  # asymmetry: strength of the pull toward equal training rates
+    lr: float = 1e-3  # Adam learning rate of the task weights
+    layer: str = ""  # parameter name of the shared layer; empty = the last shared weight
+
+
+@dataclass
+class UncertaintyOptions:
+    """Uncertainty weighting (Kendall et al. 2018)."""
+
+    lr: float = 0.025  # Adam learning rate of the log-variances
+
+
+@dataclass
+class FAMOOptions:
+    """FAMO (Liu et al. 2023)."""
+
+    lr: float = 0.025  # Adam learning rate of the task logits
+    gamma: float = 0.01  # weight decay of the logits
+    min_loss: float = 0.0  # lower bound of every task loss
+
+
+@dataclass
+class FixedWeightsOptions:
+    """Fixed task weights (normalised to sum to one)."""
+
+    weights: list[float] = field(default_factory=list)  # one per task
+
+
+@dataclass
+class CombinerOptions:
+    """Options of each gradient combiner, used by whichever of actor / critic picks it."""
+
+    pcgrad: PCGradOptions = field(default_factory=PCGradOptions)
+    cagrad: CAGradOptions = field(default_factory=CAGradOptions)
+    gradnorm: GradNormOptions = field(default_factory=GradNormOptions)
+    uncertainty: UncertaintyOptions = field(default_factory=UncertaintyOptions)
+    famo: FAMOOptions = field(default_factory=FAMOOptions)
+    fixed: FixedWeightsOptions = field(default_factory=FixedWeightsOptions)
 
 
 @dataclass
 class AgentConfig:
-    """Multi-task SAC hyperparameters (defaults as in the Meta-World / CARE papers)."""
+    """Multi-task SAC hyperparameters (defaults as in the Meta-World / CARE papers).
+
+    A sub-section named after an agent (``distral``) holds that agent's own options; it is
+    given to that agent only.
+    """
 
     name: str = "sac"
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -60,8 +205,12 @@ class AgentConfig:
     actor_update_every: int = 1
     target_update_every: int = 1
     temperature_weighting: bool = False  # re-weight task losses by softmax(-log alpha)
-    actor_combiner: str = "mean"
-    critic_combiner: str = "mean"
+    actor_combiner: str = "mean"  # mean | pcgrad | cagrad | fixed (mtrl.optim.COMBINERS)
+    critic_combiner: str = "mean"  # ... | gradnorm | uncertainty | famo (positive losses)
+    combiners: CombinerOptions = field(default_factory=CombinerOptions)
+    popart: bool = False  # PopArt-normalised critic (per-task target statistics)
+    popart_beta: float = 3e-4  # step size of PopArt's statistics
+    distral: DistralConfig = field(default_factory=DistralConfig)
 
 
 @dataclass
@@ -84,6 +233,7 @@ class TrainConfig:
     checkpoint_every: int = 50_000
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    affinity_every: int = 0  # steps per task between online task-affinity measurements; 0 = off
 
 
 @dataclass
@@ -104,6 +254,77 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+@dataclass
+class StudentConfig:
+    """The multi-task student of a distillation run (a tanh-Gaussian policy)."""
+
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    lr: float = 3e-4
+    combiner: str = "mean"  # gradient combiner of the per-task distillation losses
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+
+@dataclass
+class DistillOptions:
+    """Which expert teaches which task, the loss, and the expert-rollout schedule."""
+
+    experts: dict[str, str] = field(default_factory=dict)  # task -> SB3 .zip | mtrl checkpoint | run dir
+    expert_pattern: Optional[str] = None  # path of the tasks not in `experts`, e.g. runs/experts/{task}
+    loss: str = "kl"  # kl: KL(expert || student) of the tanh-Gaussians | mse: on the mean actions
+    expert_rollouts_start: float = 1.0  # fraction of episodes the expert drives at step 0 ...
+    expert_rollouts_end: float = 0.0  # ... and after the linear decay
+    expert_rollouts_steps: int = 20_000  # steps per task of the decay
+    stochastic_rollouts: bool = False  # sample actions in rollouts (False: mean actions)
+    evaluate_experts: bool = True  # evaluate the experts on the same eval envs for the report
+
+
+@dataclass
+class DistillConfig:
+    """A policy distillation run (``mtrl distill``): student rollouts labelled by experts."""
+
+    name: str = "distill"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillOptions = field(default_factory=DistillOptions)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)  # the DAgger dataset
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps_per_task=100_000, warmup_steps_per_task=1_000,
+                                            eval_every=10_000, checkpoint_every=10_000))
+    log: LogConfig = field(default_factory=lambda: LogConfig(every=1_000))
+
+
+@dataclass
+class ExpertSACConfig:
+    """stable-baselines3 SAC options of an expert (batch, buffer, steps: replay / train)."""
+
+    learning_rate: float = 3e-4
+    net_arch: list[int] = field(default_factory=lambda: [256, 256])
+    gamma: float = 0.99
+    tau: float = 0.005
+    ent_coef: str = "auto"  # auto | auto_<init> | a fixed float, as SB3 takes it
+
+
+@dataclass
+class ExpertConfig:
+    """A single-task SB3 SAC expert (``mtrl expert TASK``).
+
+    ``env.tasks`` is the task list the expert's task is taken from (empty: the task alone);
+    one training env. ``replay`` gives SB3's buffer and batch sizes, ``train`` its budget,
+    warm-up (``learning_starts``) and gradient steps per env step.
+    """
+
+    name: str = "expert"
+    task: str = ""
+    env: EnvConfig = field(default_factory=lambda: EnvConfig(tasks=""))
+    sac: ExpertSACConfig = field(default_factory=ExpertSACConfig)
+    replay: ReplayConfig = field(
+        default_factory=lambda: ReplayConfig(capacity_per_task=1_000_000, batch_per_task=256))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps_per_task=1_000_000, warmup_steps_per_task=5_000))
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -141,14 +362,17 @@ def _one_line(exc: OmegaConfBaseException) -> str:
 def load_config(
     name_or_path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-) -> Config:
+    schema: type[Any] = Config,
+) -> Any:
     """Load a preset or YAML file (or the defaults) and apply ``key=value`` overrides.
+
+    ``schema`` is the config dataclass (:class:`Config` for training runs,
+    :class:`DistillConfig`, :class:`ExpertConfig`).
 
     Raises:
         MtrlError: unknown preset, unknown key, value of the wrong type, invalid value.
     """
-    schema = OmegaConf.structured(Config)
-    layers: list[Any] = [schema]
+    layers: list[Any] = [OmegaConf.structured(schema)]
     try:
         if name_or_path is not None:
             path = resolve_config_path(str(name_or_path))
@@ -164,17 +388,73 @@ def load_config(
         if overrides:
             layers.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(*layers)
-        config: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+        config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise MtrlError(f"config: {_one_line(exc)}") from None
     validate(config)
     return config
 
 
-def validate(config: Config) -> None:
-    """Check values the type system cannot (positivity, known choices)."""
-    positive = {
+def validate(config: Any) -> None:
+    """Check values the type system cannot (positivity, known choices), for any schema."""
+    if isinstance(config, DistillConfig):
+        return _validate_distill(config)
+    if isinstance(config, ExpertConfig):
+        return _validate_expert(config)
+    _validate_common(config, {
         "env.envs_per_task": config.env.envs_per_task,
+        "agent.actor_update_every": config.agent.actor_update_every,
+        "agent.target_update_every": config.agent.target_update_every,
+    })
+    if not config.agent.network.hidden_sizes or min(config.agent.network.hidden_sizes) <= 0:
+        raise MtrlError("config: agent.network.hidden_sizes must be non-empty and positive")
+    if not 0.0 < config.agent.tau <= 1.0:
+        raise MtrlError("config: agent.tau must be in (0, 1]")
+    if not 0.0 <= config.agent.gamma <= 1.0:
+        raise MtrlError("config: agent.gamma must be in [0, 1]")
+    _validate_combiners(config.agent)
+    if config.agent.name == "distral":
+        _validate_distral(config.agent.distral)
+    if config.train.affinity_every < 0:
+        raise MtrlError("config: train.affinity_every must be >= 0 (0 = off)")
+    if config.agent.network.groups:  # names -> indices: the networks know task ids only
+        from mtrl.envs.tasks import resolve_tasks
+        from mtrl.grouping import resolve_groups
+
+        config.agent.network.groups = resolve_groups(config.agent.network.groups,
+                                                     resolve_tasks(config.env.tasks))
+
+
+def _validate_combiners(agent: AgentConfig) -> None:
+    """Known gradient-combiner names and PopArt's step (options are checked when built)."""
+    from mtrl.optim import COMBINERS  # imported here: keeps `import mtrl.config` light
+
+    for key in ("actor_combiner", "critic_combiner"):
+        name = getattr(agent, key)
+        if name not in COMBINERS:
+            raise MtrlError(f"config: agent.{key}: unknown gradient combiner '{name}' "
+                            f"(choose from {', '.join(COMBINERS)})")
+    if not 0.0 < agent.popart_beta <= 1.0:
+        raise MtrlError(f"config: agent.popart_beta must be in (0, 1], got {agent.popart_beta}")
+
+
+def _validate_distral(distral: DistralConfig) -> None:
+    if not 0.0 < distral.alpha <= 1.0:
+        raise MtrlError(f"config: agent.distral.alpha must be in (0, 1], got {distral.alpha}")
+    if distral.beta <= 0:
+        raise MtrlError(f"config: agent.distral.beta must be positive, got {distral.beta}")
+    if distral.eval_policy not in ("shared", "task"):
+        raise MtrlError("config: agent.distral.eval_policy must be one of shared, task, "
+                        f"got '{distral.eval_policy}'")
+    sizes = distral.shared_network.hidden_sizes
+    if not sizes or min(sizes) <= 0:
+        raise MtrlError("config: agent.distral.shared_network.hidden_sizes must be non-empty "
+                        "and positive")
+
+
+def _validate_common(config: Any, positive: dict[str, float]) -> None:
+    """Checks of the env / replay / train / log sections that every schema shares."""
+    positive = {
         "env.eval_envs_per_task": config.env.eval_envs_per_task,
         "replay.capacity_per_task": config.replay.capacity_per_task,
         "replay.batch_per_task": config.replay.batch_per_task,
@@ -184,8 +464,7 @@ def validate(config: Config) -> None:
         "train.eval_episodes": config.train.eval_episodes,
         "train.checkpoint_every": config.train.checkpoint_every,
         "log.every": config.log.every,
-        "agent.actor_update_every": config.agent.actor_update_every,
-        "agent.target_update_every": config.agent.target_update_every,
+        **positive,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -196,19 +475,34 @@ def validate(config: Config) -> None:
         raise MtrlError("config: env.num_workers must be positive")
     if config.env.max_episode_steps is not None and config.env.max_episode_steps <= 0:
         raise MtrlError("config: env.max_episode_steps must be positive")
-    choices = {
-        "env.mode": (config.env.mode, ("async", "sync")),
-        "train.device": (config.train.device, ("auto", "cpu", "cuda")),
-    }
-    for key, (value, allowed) in choices.items():
+    for key, value, allowed in (("env.mode", config.env.mode, ("async", "sync")),
+                                ("train.device", config.train.device, ("auto", "cpu", "cuda"))):
         if value not in allowed:
             raise MtrlError(f"config: {key} must be one of {', '.join(allowed)}, got '{value}'")
-    if not config.agent.network.hidden_sizes or min(config.agent.network.hidden_sizes) <= 0:
-        raise MtrlError("config: agent.network.hidden_sizes must be non-empty and positive")
-    if not 0.0 < config.agent.tau <= 1.0:
-        raise MtrlError("config: agent.tau must be in (0, 1]")
-    if not 0.0 <= config.agent.gamma <= 1.0:
-        raise MtrlError("config: agent.gamma must be in [0, 1]")
+
+
+def _validate_distill(config: DistillConfig) -> None:
+    d = config.distill
+    _validate_common(config, {"env.envs_per_task": config.env.envs_per_task,
+                              "student.lr": config.student.lr})
+    if d.loss not in ("kl", "mse"):
+        raise MtrlError(f"config: distill.loss must be one of kl, mse, got '{d.loss}'")
+    for key in ("expert_rollouts_start", "expert_rollouts_end"):
+        if not 0.0 <= getattr(d, key) <= 1.0:
+            raise MtrlError(f"config: distill.{key} must be in [0, 1], got {getattr(d, key)}")
+    if d.expert_rollouts_steps < 0:
+        raise MtrlError("config: distill.expert_rollouts_steps must be >= 0")
+    sizes = config.student.network.hidden_sizes
+    if not sizes or min(sizes) <= 0:
+        raise MtrlError("config: student.network.hidden_sizes must be non-empty and positive")
+
+
+def _validate_expert(config: ExpertConfig) -> None:
+    _validate_common(config, {"sac.learning_rate": config.sac.learning_rate})
+    if config.env.envs_per_task != 1:
+        raise MtrlError("config: an expert trains on one env (SB3 SAC): env.envs_per_task must be 1")
+    if not config.sac.net_arch or min(config.sac.net_arch) <= 0:
+        raise MtrlError("config: sac.net_arch must be non-empty and positive")
 
 
 def to_yaml(config: Config) -> str:
@@ -221,11 +515,11 @@ def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from :func:`to_dict` output (checked against the schema)."""
+def from_dict(data: dict[str, Any], schema: type[Any] = Config) -> Any:
+    """Rebuild a config from :func:`to_dict` output (checked against ``schema``)."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(data))
-        config: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+        merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(data))
+        config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise MtrlError(f"config: {_one_line(exc)}") from None
     validate(config)

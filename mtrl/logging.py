@@ -42,14 +42,20 @@ def flatten_metrics(
 class MetricsLogger:
     """Writes scalars to TensorBoard (optional) and appends them to ``metrics.jsonl``."""
 
-    def __init__(self, run_dir: str | Path, task_names: list[str], tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, task_names: list[str], tensorboard: bool = True,
+                 resume_step: int | None = None) -> None:
+        """``resume_step``: the step of the checkpoint a resumed run continues from; records
+        written after it (by the killed process) are dropped so that nothing is logged twice."""
         self.run_dir = Path(run_dir)
         self.task_names = task_names
         self.writer = None
+        if resume_step is not None:
+            self._truncate(resume_step)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir))
+            purge = None if resume_step is None else resume_step + 1
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=purge)
             self.writer.add_custom_scalars(
                 {"eval": {"success per task": ["Multiline", [r"eval/success/.*"]]},
                  "train": {"temperature per task": ["Multiline", [r"train/alpha/.*"]],
@@ -57,6 +63,12 @@ class MetricsLogger:
             )
         self._file = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
         self._start = time.time()
+
+    def _truncate(self, resume_step: int) -> None:
+        path = self.run_dir / METRICS_FILE
+        if path.exists():
+            kept = [r for r in read_metrics(self.run_dir) if r["step"] <= resume_step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
     def log(self, step: int, scalars: Mapping[str, float], total_env_steps: int) -> None:
         """Record ``scalars`` at ``step`` (env steps per task)."""

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtrl.affinity import tracker_for_run
 from mtrl.agents import Agent, build_agent, resolve_device
 from mtrl.checkpoint import CHECKPOINT_NAME, atomic_save, load_file
 from mtrl.config import Config, from_dict, to_dict, to_yaml
@@ -142,8 +143,11 @@ class Trainer:
             vec_step = 0
             if self.checkpoint is not None:
                 vec_step, rng = self._restore(self.checkpoint, agent, replay, env)
-            logger = MetricsLogger(self.run_dir, env.task_names, cfg.log.tensorboard)
             per_step = env.num_envs // env.num_tasks
+            logger = MetricsLogger(self.run_dir, env.task_names, cfg.log.tensorboard,
+                                   None if self.checkpoint is None else vec_step * per_step)
+            affinity = tracker_for_run(cfg, self.run_dir, env.task_names,
+                                       None if self.checkpoint is None else vec_step * per_step)
             total = math.ceil(cfg.train.steps_per_task / per_step)
             if vec_step >= total and (self.run_dir / FINAL_EVAL_FILE).exists():
                 return EvalResult(**json.loads((self.run_dir / FINAL_EVAL_FILE).read_text()))
@@ -190,6 +194,9 @@ class Trainer:
                         logger.log(step, scalars, step * env.num_tasks)
                         sums, count = {}, 0
                         clock, clock_step = now, vec_step
+                    if affinity is not None and vec_step > warmup \
+                            and every(cfg.train.affinity_every):
+                        affinity.measure(agent, replay, step, logger)
                     if every(cfg.train.eval_every) and vec_step < total:
                         eval_env = eval_env or make_eval_env(cfg)
                         self._log_eval(evaluate_agent(agent, eval_env, cfg.train.eval_episodes,

@@ -6,6 +6,8 @@ import dataclasses
 from typing import Any
 
 from mtrl.agents.base import AGENT_CLASSES, Agent, agent_from_payload, load_agent
+from mtrl.agents.distill import Student
+from mtrl.agents.distral import Distral
 from mtrl.agents.sac import SAC, resolve_device
 from mtrl.errors import MtrlError
 
@@ -16,7 +18,8 @@ def build_agent(
     """Construct the agent named by ``agent_config.name`` from its config section.
 
     Every config field other than ``name`` is passed as a keyword argument (the ``network``
-    section as a plain dict).
+    section as a plain dict). A sub-section named after an agent (``distral``) holds that
+    agent's own options: its fields are passed to that agent only, as keyword arguments.
     """
     options = dataclasses.asdict(agent_config)
     name = options.pop("name")
@@ -26,11 +29,16 @@ def build_agent(
         raise MtrlError(
             f"unknown agent '{name}' (choose from {', '.join(AGENT_CLASSES)})"
         ) from None
+    if not cls.trained_by_rl:
+        raise MtrlError(f"agent '{name}' is trained by `mtrl distill`, not by RL training")
+    own = options.pop(name, None) or {}
+    options = {key: value for key, value in options.items() if key not in AGENT_CLASSES}
+    options.update(own)
     return cls(obs_dim=obs_dim, act_dim=act_dim, num_tasks=num_tasks, device=device,
                seed=seed, **options)
 
 
 __all__ = [
-    "AGENT_CLASSES", "SAC", "Agent", "agent_from_payload", "build_agent", "load_agent",
+    "AGENT_CLASSES", "SAC", "Distral", "Student", "Agent", "agent_from_payload", "build_agent", "load_agent",
     "resolve_device",
 ]

@@ -24,6 +24,7 @@ class Agent(abc.ABC):
     """
 
     name: ClassVar[str]
+    trained_by_rl: ClassVar[bool] = True  # False: not built by `mtrl train` (the distilled student)
     init_kwargs: dict[str, Any]
     num_tasks: int
     obs_dim: int
@@ -55,7 +56,7 @@ class Agent(abc.ABC):
         """One batched policy forward for all envs: ``(N, obs_dim), (N,) -> (N, act_dim)``."""
         with torch.no_grad():
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-            task_t = torch.as_tensor(task_id, dtype=torch.int64, device=self.device)
+            task_t = torch.tensor(task_id, dtype=torch.int64, device=self.device)
             return self.act_tensor(obs_t, task_t, deterministic).cpu().numpy()
 
     def predict(

@@ -12,6 +12,18 @@ One update, top to bottom:
 
 Each task has its own temperature. With ``temperature_weighting`` the task losses of actor and
 critic are weighted by ``softmax(-log alpha)`` (soft modularization, Yang et al. 2020).
+
+Gradient combiners (``mtrl.optim``) turn each per-task loss vector into gradients; the
+actor's loss has no sign, so combiners that balance positive losses (``gradnorm``,
+``uncertainty``, ``famo``) are for the critic only.
+
+With ``popart`` (Hessel et al. 2019) the critic outputs normalised values ``n``; task ``t``'s
+value is ``sigma_t n + mu_t``. Each update moves the statistics toward the batch's targets and
+rescales the per-task output layer of the critic and of its target (outputs preserved), then
+regresses ``n`` on ``(y - mu_t) / sigma_t`` (``critic_loss`` is in these normalised units).
+The actor minimises ``(alpha_t log pi - Q_t) / sigma_t``: SAC's objective for each task (same
+optimum, the temperature tuned as usual in reward units) with gradients whose scale does not
+depend on the task's reward scale.
 """
 
 from __future__ import annotations
@@ -21,14 +33,15 @@ import math
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call
 
 from mtrl.agents.base import Agent
 from mtrl.agents.policy import TanhGaussianPolicy, rsample
 from mtrl.data.replay import Batch
-from mtrl.nn import Ensemble, build_network, task_parameter_names
-from mtrl.optim import TaskLoss, build_combiner
+from mtrl.errors import MtrlError
+from mtrl.nn import Ensemble, build_network, observe_task_losses, task_parameter_names
+from mtrl.optim import PopArt, TaskLoss, build_combiner, output_layer_name, with_task_output
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -46,11 +59,15 @@ class SAC(Agent):
         network: network spec (``{"type", "hidden_sizes", "activation", ...}``) used for the
             actor and for each of the twin critics.
         actor_combiner, critic_combiner: gradient-combiner names (``mean`` by default).
+        combiners: options per combiner name (``{"cagrad": {"c": 0.4}}``), given to the
+            combiner(s) of that name.
+        popart: PopArt-normalised critic; ``popart_beta`` is the statistics' step size.
         temperature_weighting: weight task losses by ``softmax(-log alpha)``.
         seed: seeds parameter initialisation and the agent's sampling noise.
     """
 
     name = "sac"
+    actor_aux: tuple[str, ...] = ("log_prob",)  # per-row aux columns of policy_sample
 
     def __init__(
         self,
@@ -72,6 +89,9 @@ class SAC(Agent):
         temperature_weighting: bool = False,
         actor_combiner: str = "mean",
         critic_combiner: str = "mean",
+        combiners: dict[str, dict[str, Any]] | None = None,
+        popart: bool = False,
+        popart_beta: float = 3e-4,
         device: str = "cpu",
         seed: int = 0,
     ) -> None:
@@ -87,27 +107,47 @@ class SAC(Agent):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.actor = TanhGaussianPolicy(
-                build_network(network, obs_dim, 2 * act_dim, num_tasks),
-                act_dim, log_std_min, log_std_max,
+            self.actor = self.make_actor(
+                network, obs_dim, act_dim, num_tasks, log_std_min, log_std_max
             ).to(self.device)
-            self.critic = Ensemble(
-                [build_network(network, obs_dim + act_dim, 1, num_tasks) for _ in range(2)]
-            ).to(self.device)
+            members = [build_network(network, obs_dim + act_dim, 1, num_tasks) for _ in range(2)]
+            if popart:  # PopArt rescales a per-task output layer (added if the net has none)
+                members = [with_task_output(m, 1, num_tasks) for m in members]
+            self.critic = Ensemble(members).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.popart = PopArt(num_tasks, popart_beta).to(self.device) if popart else None
+        self._critic_output = (
+            output_layer_name(self.critic.template, num_tasks) if popart else None
+        )
         self.log_alpha = torch.full(
             (num_tasks,), math.log(init_temperature), device=self.device, requires_grad=True
         )
-        self.actor_combiner = build_combiner(actor_combiner, num_tasks).to(self.device)
-        self.critic_combiner = build_combiner(critic_combiner, num_tasks).to(self.device)
+        options = combiners or {}
+        self.actor_combiner = build_combiner(
+            actor_combiner, num_tasks, seed=seed + 2, **options.get(actor_combiner, {})
+        ).to(self.device)
+        self.critic_combiner = build_combiner(
+            critic_combiner, num_tasks, seed=seed + 3, **options.get(critic_combiner, {})
+        ).to(self.device)
+        if self.actor_combiner.positive_losses:
+            raise MtrlError(
+                f"agent.actor_combiner={actor_combiner} balances positive losses; the actor "
+                "loss alpha log pi - Q has no sign (use it as agent.critic_combiner)"
+            )
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=alpha_lr)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed + 1)
         self.num_updates = 0
-        self._actor_task_params = {f"network.{n}" for n in task_parameter_names(self.actor.network)}
+        self._actor_task_params = task_parameter_names(self.actor)
         self._critic_task_params = task_parameter_names(self.critic)
+
+    def make_actor(self, network: dict[str, Any], obs_dim: int, act_dim: int, num_tasks: int,
+                   log_std_min: float, log_std_max: float) -> nn.Module:
+        """The policy module (subclasses with another policy parameterisation override this)."""
+        return TanhGaussianPolicy(build_network(network, obs_dim, 2 * act_dim, num_tasks),
+                                  act_dim, log_std_min, log_std_max)
 
     # ------------------------------------------------------------------ acting
     def act_tensor(self, obs: Tensor, task_id: Tensor, deterministic: bool) -> Tensor:
@@ -125,6 +165,18 @@ class SAC(Agent):
             return None
         return torch.softmax(-self.log_alpha.detach(), 0)
 
+    def policy_sample(self, policy_output: tuple[Tensor, ...], noise: Tensor,
+                      alpha: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(action, cost, aux)`` of a reparameterised sample from the actor's output.
+
+        ``cost`` is the per-row regulariser the soft value subtracts and the actor minimises
+        beside ``-Q``: ``alpha * log pi`` for SAC (``alpha``: each row's temperature). ``aux``
+        is ``log pi`` (or columns named by ``actor_aux``, ``log pi`` first; the others are
+        reported per task).
+        """
+        action, log_prob = rsample(*policy_output, noise)
+        return action, alpha * log_prob, log_prob
+
     def critic_targets(self, batch: Batch) -> Tensor:
         """Soft Bellman targets ``(T*b,)``; bootstraps through truncations."""
         with torch.no_grad():
@@ -132,16 +184,22 @@ class SAC(Agent):
                 batch.next_obs.shape[0], self.act_dim, device=self.device,
                 generator=self.generator,
             )
-            next_action, next_log_prob = self.actor.sample(batch.next_obs, batch.task_id, noise)
+            alpha = self.log_alpha.exp()[batch.task_id]
+            next_action, next_cost, _ = self.policy_sample(
+                self.actor(batch.next_obs, batch.task_id), noise, alpha
+            )
             next_q = self.critic_target(
                 torch.cat([batch.next_obs, next_action], -1), batch.task_id
             ).squeeze(-1).min(0).values
-            alpha = self.log_alpha.exp()[batch.task_id]
-            soft_value = next_q - alpha * next_log_prob
+            if self.popart is not None:
+                next_q = self.popart.denormalize(next_q, batch.task_id)
+            soft_value = next_q - next_cost
             return batch.reward + self.gamma * (1.0 - batch.terminated) * soft_value
 
     def critic_loss(self, batch: Batch, target: Tensor) -> TaskLoss:
-        """Per-task twin-critic regression loss."""
+        """Per-task twin-critic regression loss (on normalised targets with PopArt)."""
+        if self.popart is not None:
+            target = self.popart.normalize(target, batch.task_id)
 
         def rows(params: dict[str, Tensor], obs: Tensor, action: Tensor, y: Tensor,
                  task: Tensor) -> Tensor:
@@ -162,42 +220,56 @@ class SAC(Agent):
             batch.obs.shape[0], self.act_dim, device=self.device, generator=self.generator
         )
 
+        popart_rows: tuple[Tensor, ...] = ()
+        if self.popart is not None:
+            popart_rows = (self.popart.sigma[batch.task_id], self.popart.mean[batch.task_id])
+
         def rows(params: dict[str, Tensor], obs: Tensor, task: Tensor, eps: Tensor,
-                 alpha_rows: Tensor) -> tuple[Tensor, Tensor]:
+                 alpha_rows: Tensor, *popart: Tensor) -> tuple[Tensor, Tensor]:
             out = functional_call(self.actor, params, (obs, task))
-            action, log_prob = rsample(*out, eps)
+            action, cost, aux = self.policy_sample(out, eps, alpha_rows)
             q = functional_call(self.critic, critic_state, (torch.cat([obs, action], -1), task))
-            return alpha_rows * log_prob - q.squeeze(-1).min(0).values, log_prob
+            q = q.squeeze(-1).min(0).values
+            if popart:  # (alpha log pi - (sigma q + mu)) / sigma, q normalised
+                sigma, mu = popart
+                return (cost - mu) / sigma - q, aux
+            return cost - q, aux
 
         return TaskLoss(
-            rows, dict(self.actor.named_parameters()), (batch.obs, batch.task_id, noise, alpha),
+            rows, dict(self.actor.named_parameters()),
+            (batch.obs, batch.task_id, noise, alpha, *popart_rows),
             self.num_tasks, self._actor_task_params, self.task_weights(),
         )
+
+    def popart_step(self, target: Tensor) -> None:
+        """Update PopArt's statistics with ``target (T*b,)`` and preserve the critics' outputs."""
+        assert self.popart is not None and self._critic_output is not None
+        old_mean, old_sigma = self.popart.update(target.view(self.num_tasks, -1))
+        for critic in (self.critic, self.critic_target):
+            state = critic.member_state()
+            self.popart.preserve_outputs_(state[f"{self._critic_output}.weight"],
+                                          state[f"{self._critic_output}.bias"],
+                                          old_mean, old_sigma)
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         metrics: dict[str, Tensor] = {}
         target = self.critic_targets(batch)
+        if self.popart is not None:
+            self.popart_step(target)
+            metrics["popart_sigma"] = self.popart.sigma
+        critic_loss = self.critic_loss(batch, target)
         self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_losses = self.critic_combiner.backward(self.critic_loss(batch, target))
+        critic_losses = self.critic_combiner.backward(critic_loss)
         self.critic_optimizer.step()
+        observe_task_losses(self.critic, critic_losses)  # networks that adapt to losses (PaCo)
+        self.critic_combiner.after_step(critic_loss)
         metrics["critic_loss"] = critic_losses.mean()
         metrics["critic_loss_per_task"] = critic_losses
         metrics["target_q"] = target.mean()
+        metrics.update({f"critic_{k}": v for k, v in self.critic_combiner.metrics().items()})
 
         if self.num_updates % self.actor_update_every == 0:
-            actor_loss = self.actor_loss(batch)
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            actor_losses = self.actor_combiner.backward(actor_loss)
-            self.actor_optimizer.step()
-            assert actor_loss.aux is not None
-            log_prob = actor_loss.aux.view(self.num_tasks, -1).mean(1)
-            alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy)).sum()
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.alpha_optimizer.step()
-            metrics["actor_loss"] = actor_losses.mean()
-            metrics["entropy"] = -log_prob.mean()
-            metrics["alpha"] = self.log_alpha.detach().exp()
+            metrics.update(self.actor_step(batch))
 
         if self.num_updates % self.target_update_every == 0:
             with torch.no_grad():
@@ -207,6 +279,31 @@ class SAC(Agent):
                 )
         self.num_updates += 1
         return metrics
+
+    def actor_step(self, batch: Batch) -> dict[str, Tensor]:
+        """One actor step and one temperature step; their metrics."""
+        actor_loss = self.actor_loss(batch)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_losses = self.actor_combiner.backward(actor_loss)
+        self.actor_optimizer.step()
+        observe_task_losses(self.actor, actor_losses)
+        assert actor_loss.aux is not None  # (T*b,) log pi, or (T*b, k) columns actor_aux
+        aux = actor_loss.aux.view(self.num_tasks, batch.rows_per_task, -1).mean(1)
+        log_prob = aux[:, 0]
+        self.actor_combiner.after_step(actor_loss)
+        self.temperature_step(log_prob)
+        metrics = {f"actor_{k}": v for k, v in self.actor_combiner.metrics().items()}
+        metrics.update({f"{name}_per_task": aux[:, i]
+                        for i, name in enumerate(self.actor_aux[1:], 1)})
+        return {"actor_loss": actor_losses.mean(), "entropy": -log_prob.mean(),
+                "alpha": self.log_alpha.detach().exp(), **metrics}
+
+    def temperature_step(self, log_prob: Tensor) -> None:
+        """Move each task's temperature toward its entropy target (``log_prob``: (T,) means)."""
+        alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy)).sum()
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_optimizer.step()
 
     # ------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -222,6 +319,7 @@ class SAC(Agent):
             "alpha_optimizer": self.alpha_optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "num_updates": self.num_updates,
+            **({"popart": self.popart.state_dict()} if self.popart is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -237,3 +335,5 @@ class SAC(Agent):
         self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
         self.generator.set_state(state["generator"])
         self.num_updates = int(state["num_updates"])
+        if self.popart is not None:
+            self.popart.load_state_dict(state["popart"])

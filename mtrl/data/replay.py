@@ -76,7 +76,7 @@ class MultiTaskReplay:
         slot = (self.pos[task_id] + rank) % self.capacity
         self.pos = (self.pos + counts) % self.capacity
         self.size = np.minimum(self.size + counts, self.capacity)
-        t = torch.as_tensor(task_id, device=self.device)
+        t = torch.tensor(task_id, device=self.device)
         s = torch.as_tensor(slot, device=self.device)
         values = (obs, action, reward, next_obs, terminated)
         for name, value in zip(self._FIELDS, values):

@@ -9,13 +9,25 @@ from torch import nn
 
 from mtrl.errors import MtrlError
 from mtrl.nn.base import TaskLinear, task_parameter_names
+from mtrl.nn.care import CARE
 from mtrl.nn.ensemble import Ensemble
+from mtrl.nn.film import FiLM
+from mtrl.nn.grouped import GroupedNetwork
+from mtrl.nn.layers import observe_task_losses
 from mtrl.nn.mlp import OneHotMLP
+from mtrl.nn.moore import MOORE
 from mtrl.nn.multihead import MultiHead
+from mtrl.nn.paco import PaCo
+from mtrl.nn.softmod import SoftModularization
 
 NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "mlp": OneHotMLP,
     "multihead": MultiHead,
+    "softmod": SoftModularization,
+    "care": CARE,
+    "film": FiLM,
+    "paco": PaCo,
+    "moore": MOORE,
 }
 
 
@@ -23,10 +35,15 @@ def build_network(spec: Any, in_dim: int, out_dim: int, num_tasks: int) -> nn.Mo
     """Build the architecture named by ``spec["type"]`` (a ``NetworkConfig`` or its dict).
 
     Architecture-specific options live in ``spec[<type>]`` when the architecture has any;
-    they are passed to its constructor as keyword arguments.
+    they are passed to its constructor as keyword arguments. With ``spec["groups"]`` (task
+    index lists) the result is a :class:`GroupedNetwork`: one such network per group.
     """
     if dataclasses.is_dataclass(spec):
         spec = dataclasses.asdict(spec)  # type: ignore[arg-type]
+    if spec.get("groups"):
+        base = {**spec, "groups": []}
+        return GroupedNetwork(lambda n: build_network(base, in_dim, out_dim, n), spec["groups"],
+                              num_tasks)
     kind = spec["type"]
     try:
         cls = NETWORKS[kind]
@@ -45,11 +62,18 @@ def build_network(spec: Any, in_dim: int, out_dim: int, num_tasks: int) -> nn.Mo
 
 
 __all__ = [
+    "CARE",
+    "MOORE",
     "NETWORKS",
     "Ensemble",
+    "FiLM",
+    "GroupedNetwork",
     "MultiHead",
     "OneHotMLP",
+    "PaCo",
+    "SoftModularization",
     "TaskLinear",
     "build_network",
+    "observe_task_losses",
     "task_parameter_names",
 ]

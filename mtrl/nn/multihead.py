@@ -12,6 +12,8 @@ from mtrl.nn.base import TaskLinear, mlp_layers
 class MultiHead(nn.Module):
     """Shared MLP trunk on the observation; a per-task linear head (batched weights)."""
 
+    output_layer = "head"  # per-task output layer (the PopArt protocol, mtrl.optim.popart)
+
     def __init__(
         self,
         in_dim: int,

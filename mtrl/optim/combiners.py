@@ -9,7 +9,7 @@ they keep (weights, statistics) is checkpointed with the agent. Pick one by name
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from torch import Tensor, nn
 
@@ -18,15 +18,37 @@ from mtrl.optim.task_loss import TaskLoss
 
 
 class GradientCombiner(nn.Module, abc.ABC):
-    """Base class: ``backward(loss) -> losses (T,)`` writes gradients into ``.grad``."""
+    """Base class: ``backward(loss) -> losses (T,)`` writes gradients into ``.grad``.
 
-    def __init__(self, num_tasks: int) -> None:
+    Protocol for an agent, per optimizer step: ``zero_grad``; ``combiner.backward(loss)``;
+    ``optimizer.step()``; ``combiner.after_step(loss)``. Combiners with learned state (task
+    weights, log-variances, logits) update it themselves, with their own small optimizer,
+    inside ``backward`` or ``after_step``; all of it is in ``state_dict()``.
+
+    Args:
+        num_tasks: ``T``.
+        seed: seeds the combiner's own randomness (PCGrad's projection order).
+    """
+
+    positive_losses: ClassVar[bool] = False
+    """True for methods that balance loss *magnitudes* (log-losses, loss ratios) and so
+    assume positive task losses: use them on regression losses such as SAC's critic."""
+
+    def __init__(self, num_tasks: int, seed: int = 0) -> None:
         super().__init__()
         self.num_tasks = num_tasks
+        self.seed = seed
 
     @abc.abstractmethod
     def backward(self, loss: TaskLoss) -> Tensor:
         """Write the combined gradient of ``loss`` into ``.grad``; return the losses (T,)."""
+
+    def after_step(self, loss: TaskLoss) -> None:
+        """Called after the parameter step with the same ``loss`` (FAMO re-evaluates it)."""
+
+    def metrics(self) -> dict[str, Tensor]:
+        """Device tensors worth logging (e.g. the current task weights ``(T,)``)."""
+        return {}
 
 
 class MeanCombiner(GradientCombiner):

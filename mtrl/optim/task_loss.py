@@ -78,13 +78,23 @@ class TaskLoss:
         loss_rows = self._split(self.row_loss(self.params, *self.rows))
         return loss_rows.view(self.num_tasks, -1).mean(1)
 
-    def task_gradients(self) -> tuple[Tensor, dict[str, Tensor]]:
-        """Per-task losses ``(T,)`` and gradients ``{name: (T, *param.shape)}``."""
+    def task_gradients(
+        self, names: Iterable[str] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Per-task losses ``(T,)`` and gradients ``{name: (T, *param.shape)}``.
+
+        Args:
+            names: the parameters to differentiate (default: all); the others enter as
+                constants, so autograd stops where they are used (e.g. GradNorm only needs the
+                last shared layer).
+        """
         blocks = tuple(r.view(self.num_tasks, -1, *r.shape[1:]) for r in self.rows)
-        detached = {name: p.detach() for name, p in self.params.items()}
+        wanted = set(self.params) if names is None else set(names)
+        variables = {n: p.detach() for n, p in self.params.items() if n in wanted}
+        constants = {n: p.detach() for n, p in self.params.items() if n not in wanted}
 
         def block_loss(params: dict[str, Tensor], *block: Tensor) -> tuple[Tensor, Tensor]:
-            out = self.row_loss(params, *block)
+            out = self.row_loss({**constants, **params}, *block)
             if isinstance(out, tuple):
                 return out[0].mean(), out[1]
             return out.mean(), out.detach()
@@ -92,7 +102,7 @@ class TaskLoss:
         in_dims = (None,) + (0,) * len(blocks)
         grads, (losses, aux) = vmap(
             grad_and_value(block_loss, has_aux=True), in_dims=in_dims, randomness="different"
-        )(detached, *blocks)
+        )(variables, *blocks)
         self.aux = aux.reshape(-1, *aux.shape[2:]).detach()
         return losses.detach(), grads
 

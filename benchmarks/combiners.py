@@ -1,0 +1,119 @@
+"""Update time of multi-task SAC with each gradient combiner (and PopArt), relative to `mean`.
+
+Meta-World sizes: observation 39, action 4, 3 x 400 multi-head networks, 128 transitions per
+task (MT10: batch 1280, MT50: batch 6400). Updates of the variants are interleaved round by
+round, so that a slow spell of a shared machine hits every variant alike; the figure per
+variant is the median (and the minimum) update time and its ratio to `mean` in the same run.
+Combiners for positive losses (gradnorm, uncertainty, famo) run on the critic, the actor
+keeps `mean`; the others run on both.
+
+    python benchmarks/combiners.py --tasks 10 --rounds 20
+    python benchmarks/combiners.py --tasks 10 50 --variants mean pcgrad --device cuda
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from mtrl.agents import SAC
+from mtrl.data import Batch
+from mtrl.optim import COMBINERS
+
+OBS, ACT = 39, 4
+VARIANTS = ["mean", "pcgrad", "cagrad", "gradnorm", "uncertainty", "famo", "fixed", "popart"]
+
+
+def make_agent(variant: str, num_tasks: int, hidden: list[int], device: str) -> SAC:
+    """SAC with ``variant`` on actor and critic (critic only for positive-loss combiners)."""
+    network = {"type": "multihead", "hidden_sizes": hidden, "activation": "relu"}
+    if variant == "popart":
+        return SAC(OBS, ACT, num_tasks, network, popart=True, device=device)
+    actor = "mean" if COMBINERS[variant].positive_losses else variant
+    options = {"fixed": {"weights": [1.0] * num_tasks}}
+    return SAC(OBS, ACT, num_tasks, network, actor_combiner=actor, critic_combiner=variant,
+               combiners=options, device=device)
+
+
+def random_batch(num_tasks: int, per_task: int, device: str, seed: int) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    n = num_tasks * per_task
+    batch = Batch(
+        obs=torch.randn(n, OBS, generator=g), action=torch.rand(n, ACT, generator=g) * 2 - 1,
+        reward=torch.rand(n, generator=g), next_obs=torch.randn(n, OBS, generator=g),
+        terminated=torch.zeros(n), task_id=torch.arange(num_tasks).repeat_interleave(per_task),
+        rows_per_task=per_task,
+    )
+    return Batch(*(getattr(batch, f).to(device) for f in
+                   ("obs", "action", "reward", "next_obs", "terminated", "task_id")),
+                 rows_per_task=per_task)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(num_tasks: int, variants: list[str], rounds: int, warmup: int, per_task: int,
+            hidden: list[int], device: str) -> dict:
+    agents = {v: make_agent(v, num_tasks, hidden, device) for v in variants}
+    batches = [random_batch(num_tasks, per_task, device, seed) for seed in range(4)]
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(warmup + rounds):
+        for v, agent in agents.items():
+            batch = batches[r % len(batches)]
+            sync(device)
+            start = time.perf_counter()
+            agent.update(batch)
+            sync(device)
+            if r >= warmup:
+                times[v].append(time.perf_counter() - start)
+    median = {v: statistics.median(t) for v, t in times.items()}
+    best = {v: min(t) for v, t in times.items()}
+    return {
+        "num_tasks": num_tasks,
+        "batch": num_tasks * per_task,
+        "median_update_ms": {v: round(1e3 * m, 2) for v, m in median.items()},
+        "min_update_ms": {v: round(1e3 * m, 2) for v, m in best.items()},
+        "ratio_to_mean": {v: round(m / median["mean"], 3) for v, m in median.items()},
+        "min_ratio_to_mean": {v: round(m / best["mean"], 3) for v, m in best.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, nargs="+", default=[10])
+    parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--per-task", type=int, default=128)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[400, 400, 400])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variants = args.variants if "mean" in args.variants else ["mean", *args.variants]
+    results = [measure(t, variants, args.rounds, args.warmup, args.per_task, args.hidden,
+                       args.device) for t in args.tasks]
+    print(json.dumps({
+        "benchmark": "sac_update_per_combiner",
+        "device": args.device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "hidden": args.hidden,
+        "rounds": args.rounds,
+        "results": results,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

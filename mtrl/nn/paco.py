@@ -1,0 +1,125 @@
+"""PaCo: parameter-compositional multi-task RL (Sun et al. 2022, "PaCo: Parameter-Compositional
+Multi-Task Reinforcement Learning"), following the authors' code (``paco-mtrl``,
+``PaCoMTSacAlgorithm`` with ``CompositionalFC`` layers).
+
+Every layer of the network (hidden and output) holds ``K`` parameter sets
+``Phi = [phi_1..phi_K]`` (one batched tensor); task ``t`` uses the composed parameters
+``theta_t = sum_k w_t[k] * phi_k`` with its own compositional vector ``w_t`` (a per-task
+parameter, identity last activation as in the authors' MT10 config). A layer is linear, so
+``x @ theta_t = sum_k w_t[k] * (x @ phi_k)``: we compute the ``K`` outputs with one einsum
+and combine them with each row's ``w``; no per-task weights are materialised.
+
+Loss masking and ``w``-reset (the paper's stabilisation): when a task's loss exceeds
+``reset_threshold`` (3e3 in the authors' config), its rows are masked out of the gradient and
+its ``w`` is reset to a random convex combination of the ``w`` of the other (normal) tasks
+(``reset_method="interpolate"``; ``"copy"`` copies one of them). The network learns the
+losses through :meth:`PaCo.observe_task_losses`, which the agent calls after each update
+(:func:`mtrl.nn.layers.observe_task_losses`); the reference masks the very update whose loss
+exploded because its trainer sees the loss before the backward pass, whereas our combiners
+compute loss and gradient in one call, so here the mask applies from the next update on and
+stays while the task's observed loss stays above the threshold (checked on the device, no
+host sync). ``reset_threshold <= 0`` disables both.
+
+Our choices: the ``K`` sets are initialised independently (like ``nn.Linear``) and ``w`` from
+``N(0, 1/K)`` so every composed network starts at the usual initialisation scale (the authors'
+code initialises the sets identically); each network (actor, each twin critic) has its own
+``w`` (the reference shares one task-encoding layer between actor and critic), and a network
+watches the losses of its own objective (the reference watches the sum of actor, critic and
+temperature losses).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mtrl.errors import MtrlError
+from mtrl.nn.base import make_activation
+from mtrl.nn.layers import BatchedLinear, TaskEmbedding
+
+RESET_METHODS = ("interpolate", "copy")
+
+
+def reset_weights(w: Tensor, exploded: Tensor, method: str = "interpolate") -> Tensor:
+    """``w (..., T, K)`` with the rows of ``exploded (T,)`` tasks replaced by a random convex
+    combination (``interpolate``) or a random copy (``copy``) of the normal tasks' rows.
+
+    Rows of normal tasks are returned unchanged; if every task exploded, ``w`` is unchanged.
+    """
+    num_tasks = w.shape[-2]
+    normal = (~exploded).to(w.dtype)
+    mix = torch.rand(*w.shape[:-2], num_tasks, num_tasks, device=w.device, dtype=w.dtype)
+    if method == "copy":
+        choice = (mix + 1.0) * normal - 1.0  # exploded sources get -1: never the argmax
+        mix = nn.functional.one_hot(choice.argmax(-1), num_tasks).to(w.dtype)
+    else:
+        mix = mix * normal
+        mix = mix / mix.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    replace = (exploded & (normal.sum() > 0)).unsqueeze(-1)
+    return torch.where(replace, mix @ w, w)
+
+
+class PaCo(nn.Module):
+    """An MLP whose layers are task-specific compositions of ``K`` shared parameter sets.
+
+    Args:
+        in_dim, out_dim, num_tasks: sizes.
+        hidden_sizes, activation: the MLP (paper: 3 x 400, ReLU).
+        num_param_sets: ``K`` (paper: 5).
+        reset_threshold: per-task loss above which the task is masked and its ``w`` reset
+            (paper: 3000; ``<= 0`` disables).
+        reset_method: ``interpolate`` (paper) or ``copy``.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int] = (400, 400, 400),
+        activation: str = "relu",
+        num_param_sets: int = 5,
+        reset_threshold: float = 3000.0,
+        reset_method: str = "interpolate",
+    ) -> None:
+        super().__init__()
+        if num_param_sets < 1:
+            raise MtrlError(f"paco num_param_sets must be positive, got {num_param_sets}")
+        if reset_method not in RESET_METHODS:
+            raise MtrlError(
+                f"paco reset_method must be one of {', '.join(RESET_METHODS)}, got '{reset_method}'"
+            )
+        self.reset_threshold, self.reset_method = float(reset_threshold), reset_method
+        self.act = make_activation(activation)
+        widths = [in_dim, *hidden_sizes, out_dim]
+        self.layers = nn.ModuleList(
+            BatchedLinear(num_param_sets, a, b) for a, b in zip(widths[:-1], widths[1:])
+        )
+        self.composition = TaskEmbedding(num_tasks, num_param_sets,
+                                         init_std=1.0 / math.sqrt(num_param_sets))
+        self.register_buffer("masked", torch.zeros(num_tasks, dtype=torch.bool))
+
+    def forward(self, x: Tensor, task_id: Tensor) -> Tensor:
+        w = self.composition(task_id)  # (B, K)
+        h = x
+        for i, layer in enumerate(self.layers):
+            h = torch.einsum("bko,bk->bo", layer(h), w)
+            if i < len(self.layers) - 1:
+                h = self.act(h)
+        if self.reset_threshold > 0:  # masked tasks' rows pass no gradient
+            h = torch.where(self.masked[task_id].unsqueeze(-1), h.detach(), h)
+        return h
+
+    def observe_task_losses(self, losses: Tensor, state: dict[str, Tensor]) -> None:
+        """Mask tasks whose loss ``|L_t|`` exceeded the threshold (or is not finite) and reset
+        their compositional vectors (``state``: this network's tensors, possibly stacked)."""
+        if self.reset_threshold <= 0:
+            return
+        exploded = ~(losses.abs() <= self.reset_threshold)
+        with torch.no_grad():
+            state["masked"].copy_(exploded.expand_as(state["masked"]))
+            w = state["composition.weight"]
+            w.copy_(reset_weights(w, exploded, self.reset_method))

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny configs on the fake env that learn in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mtrl.config import Config, load_config
+
+FAKE_OVERRIDES = [
+    "env.tasks=fake:3",
+    "env.envs_per_task=2",
+    "env.eval_envs_per_task=5",
+    "agent.network.hidden_sizes=[64,64]",
+    "agent.init_temperature=0.1",
+    "agent.actor_lr=1e-3",
+    "agent.critic_lr=1e-3",
+    "agent.alpha_lr=1e-3",
+    "replay.batch_per_task=64",
+    "replay.capacity_per_task=5000",
+    "train.steps_per_task=400",
+    "train.warmup_steps_per_task=100",
+    "train.eval_every=200",
+    "train.eval_episodes=5",
+    "train.checkpoint_every=200",
+    "log.every=100",
+    "log.progress=false",
+]
+
+
+def fake_config(*overrides: str, preset: str = "mt10_mtmhsac") -> Config:
+    """A tiny fake-env config (3 tasks, 64x64 networks); ``overrides`` go on top."""
+    return load_config(preset, FAKE_OVERRIDES + list(overrides))
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return tmp_path / "run"
