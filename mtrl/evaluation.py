@@ -96,3 +96,29 @@ def format_table(result: EvalResult) -> str:
               f"({result.episodes_per_task} episodes per task, deterministic actions, "
               f"step {result.step})"]
     return "\n".join(lines)
+
+
+class MetaWorldAgent:
+    """Adapter that hands an mtrl agent to Meta-World's own evaluator.
+
+    ``metaworld.evaluation.evaluation(agent, envs, num_episodes)`` expects ``eval_action(obs)``
+    and ``reset(env_mask)`` and envs made with ``use_one_hot=True`` (observations end with the
+    one-hot task vector, tasks in the benchmark's order, which mtrl's task order follows)::
+
+        envs = gymnasium.make_vec("Meta-World/MT10", vector_strategy="sync", seed=0,
+                                  use_one_hot=True)
+        mean_success, _, per_task, _ = metaworld.evaluation.evaluation(
+            MetaWorldAgent(mtrl.load("runs/a")), envs, num_episodes=50)
+
+    Actions are deterministic (the policy mean), as in :func:`evaluate`.
+    """
+
+    def __init__(self, agent) -> None:
+        self.agent = agent
+
+    def eval_action(self, observations: np.ndarray) -> np.ndarray:
+        """Deterministic actions for one-hot-suffixed observations ``(N, obs_dim + T)``."""
+        return self.agent.predict(observations, deterministic=True)[0]
+
+    def reset(self, env_mask: np.ndarray) -> None:
+        """mtrl policies are memoryless: nothing to reset."""

@@ -114,8 +114,6 @@ class Trainer:
         self.device = resolve_device(config.train.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise MtrlError("--device cuda asked for, but no CUDA device is available")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / CONFIG_FILE).write_text(to_yaml(config))
 
     @staticmethod
     def _resumed_config(checkpoint: dict[str, Any], overrides: tuple[str, ...]) -> Config:
@@ -139,6 +137,9 @@ class Trainer:
                                 str(self.device), cfg.train.seed)
             replay = MultiTaskReplay(env.num_tasks, cfg.replay.capacity_per_task, env.obs_dim,
                                      env.act_dim, self.device)
+            # the run dir is only written once the config has proved buildable
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / CONFIG_FILE).write_text(to_yaml(cfg))
             rng = np.random.default_rng(cfg.train.seed)
             vec_step = 0
             if self.checkpoint is not None:

@@ -235,8 +235,8 @@ def test_mixed_tasks_in_one_method_and_bad_group_key(tmp_path: Path) -> None:
 # ---------------------------------------------------------- a real (tiny) run
 TINY = ["env.tasks=fake:2", "env.envs_per_task=1", "env.eval_envs_per_task=2",
         "agent.network.hidden_sizes=[16]", "replay.batch_per_task=16",
-        "train.steps_per_task=150", "train.warmup_steps_per_task=50", "train.eval_every=50",
-        "train.eval_episodes=2", "train.checkpoint_every=1000", "log.every=50",
+        "train.steps_per_task=60", "train.warmup_steps_per_task=40", "train.eval_every=20",
+        "train.eval_episodes=2", "train.checkpoint_every=1000", "log.every=20",
         "log.tensorboard=true"]
 
 
@@ -287,5 +287,5 @@ def test_tensorboard_shows_per_task_success_as_one_chart(trained_run: Path) -> N
     assert sorted(lines) == ["eval/success/fake-task-0", "eval/success/fake-task-1"]
     final = json.loads((trained_run / "final_eval.json").read_text())
     for task, events in ((t, lines[f"eval/success/{t}"]) for t in final["per_task"]):
-        assert [e[1] for e in events] == [50, 100, 150]  # every evaluation, final included
+        assert [e[1] for e in events] == [20, 40, 60]  # every evaluation, final included
         assert events[-1][2] == pytest.approx(final["per_task"][task])

@@ -150,6 +150,10 @@ class SAC(Agent):
                                   act_dim, log_std_min, log_std_max)
 
     # ------------------------------------------------------------------ acting
+    def action_distribution(self, obs: Tensor, task_id: Tensor) -> tuple[Tensor, Tensor]:
+        """Pre-tanh ``(mean, log_std)`` of the policy (e.g. to use the agent as an expert)."""
+        return self.actor(obs, task_id)
+
     def act_tensor(self, obs: Tensor, task_id: Tensor, deterministic: bool) -> Tensor:
         if deterministic:
             return self.actor.mode(obs, task_id)

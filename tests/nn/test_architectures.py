@@ -359,8 +359,17 @@ LEARN = {
 }
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny networks run as fast on one thread, and do not stall when the machine is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("kind", ARCHS)
-def test_each_architecture_learns_the_fake_env(kind, run_dir):
+def test_each_architecture_learns_the_fake_env(kind, run_dir, one_thread):
     from mtrl.agents import build_agent
     from mtrl.train import evaluate_agent, make_eval_env, train
 
