@@ -17,6 +17,7 @@ from mtrl.affinity import add_affinity, run_affinity
 from mtrl.grouping import add_group, run_group
 from mtrl.sweep import add_sweep, run_sweep
 from mtrl.report import add_report, run_report
+from mtrl.distill_cli import add_distill, add_expert, run_distill, run_expert
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -66,12 +67,15 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video", type=Path, default=None, metavar="DIR",
                    help="also render one episode per task to DIR/<task>.gif, success marked "
                         "(Meta-World needs offscreen GL: MUJOCO_GL=egl or osmesa)")
+    p.add_argument("--policy", choices=("shared", "task"), default=None,
+                   help="Distral runs: evaluate the shared distilled policy pi_0 (the default) "
+                        "or the task policies pi_i")
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from mtrl.agents import agent_from_payload
     from mtrl.checkpoint import find_checkpoint, load_file
-    from mtrl.config import from_dict
+    from mtrl.config import Config, DistillConfig, from_dict
     from mtrl.evaluation import format_table
     from mtrl.train import evaluate_agent, make_eval_env
 
@@ -80,8 +84,13 @@ def run_eval(args: argparse.Namespace) -> int:
     payload = load_file(find_checkpoint(args.target))
     if "learner" not in payload or "config" not in payload:
         raise MtrlError(f"{args.target} is not an mtrl training checkpoint")
-    config = from_dict(payload["config"])
+    schema = DistillConfig if "distill" in payload["config"] else Config  # a distill run's student
+    config = from_dict(payload["config"], schema)
     agent = agent_from_payload(payload["learner"], args.device)
+    if args.policy is not None:
+        if not hasattr(agent, "set_eval_policy"):
+            raise MtrlError(f"--policy applies to Distral runs, not to a '{agent.name}' agent")
+        agent.set_eval_policy(args.policy)
     if args.video is not None:  # before MuJoCo is imported: it fixes its GL backend then
         from mtrl.video import check_video_support
 
@@ -111,6 +120,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None],
     "group": (add_group, run_group),
     "sweep": (add_sweep, run_sweep),
     "report": (add_report, run_report),
+    "expert": (add_expert, run_expert),
+    "distill": (add_distill, run_distill),
 }
 
 

@@ -23,13 +23,14 @@ import argparse
 import html
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from mtrl.errors import MtrlError
+from mtrl.plots import Band
 
 CONFIG_FILE = "config.yaml"
 FINAL_EVAL_FILE = "final_eval.json"
@@ -151,10 +152,10 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
             continue
         below = sorted(p.parent for p in path.rglob("metrics.jsonl"))
         if not below:
-            raise MtrlError(f"{path} is not an mtrl run directory (no metrics.jsonl in it or below)")
+            raise MtrlError(
+                f"{path} is not an mtrl run directory (no metrics.jsonl in it or below)")
         found.extend(below)
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    return unique
+    return list(dict.fromkeys(p.resolve() for p in found))
 
 
 def _config_value(config: dict[str, Any], key: str, path: Path) -> Any:
@@ -235,35 +236,30 @@ class MethodSummary:
     final_mean: Estimate
     final_iqm: Estimate
     max_over_time: Estimate
-    per_task_final: np.ndarray  # (T,) mean over seeds
-    per_task_ci: tuple[np.ndarray, np.ndarray]
-    curve: Any = None  # plots.Band of the mean success rate
-    task_curves: dict[str, Any] = field(default_factory=dict)  # task -> plots.Band
+    per_task: list[Estimate]  # final success of every task: mean over seeds, CI
+    curve: Band  # mean success rate over training
+    task_curves: dict[str, Band]  # task -> its success rate over training
 
     @property
-    def final_scores(self) -> np.ndarray:
-        """``(seeds, tasks)`` final per-task success rates."""
-        return np.stack([r.final for r in self.runs])
+    def steps_text(self) -> str:
+        """The final step(s) of the runs, e.g. ``2000000``."""
+        return "/".join(str(s) for s in sorted({r.final_step for r in self.runs}))
 
 
-def _curve_bands(runs: list[Run], tasks: list[str], reps: int):
+def _curve_bands(runs: list[Run], tasks: list[str], reps: int) -> tuple[Band, dict[str, Band]]:
     """Mean success and per-task success over seeds at every evaluated step, with CI bands;
     at each step only the seeds that evaluated there count."""
-    from mtrl.plots import Band
-
     steps = np.unique(np.concatenate([r.steps for r in runs]))
     mean = np.empty((3, len(steps)))
     per_task = np.empty((3, len(steps), len(tasks)))
     rows = [dict(zip(r.steps.tolist(), r.curve)) for r in runs]
     for i, step in enumerate(steps.tolist()):
         scores = np.stack([row[step] for row in rows if step in row])
-        lo, hi = stratified_bootstrap_ci(scores, batch_mean, reps)
-        mean[:, i] = scores.mean(), lo, hi
-        lo_t, hi_t = stratified_bootstrap_ci(scores, batch_task_mean, reps)
-        per_task[:, i] = scores.mean(axis=0), lo_t, hi_t
-    curve = Band(steps, *mean)
+        mean[:, i] = scores.mean(), *stratified_bootstrap_ci(scores, batch_mean, reps)
+        per_task[:, i] = (scores.mean(axis=0),
+                          *stratified_bootstrap_ci(scores, batch_task_mean, reps))
     task_curves = {t: Band(steps, *per_task[:, :, k]) for k, t in enumerate(tasks)}
-    return curve, task_curves
+    return Band(steps, *mean), task_curves
 
 
 def summarize(name: str, runs: list[Run], reps: int = 50_000,
@@ -276,14 +272,15 @@ def summarize(name: str, runs: list[Run], reps: int = 50_000,
                             f"vs {run.path} (group them apart with --group-by)")
     scores = np.stack([r.final for r in runs])
     best = np.array([[r.max_over_time] for r in runs])
+    task_lo, task_hi = stratified_bootstrap_ci(scores, batch_task_mean, reps)
     curve, task_curves = _curve_bands(runs, tasks, curve_reps)
     return MethodSummary(
         name=name, runs=runs, task_names=tasks,
         final_mean=estimate(scores, np.mean, batch_mean, reps),
         final_iqm=estimate(scores, iqm, batch_iqm, reps),
         max_over_time=estimate(best, np.mean, batch_mean, reps),
-        per_task_final=scores.mean(axis=0),
-        per_task_ci=stratified_bootstrap_ci(scores, batch_task_mean, reps),
+        per_task=[Estimate(float(m), float(lo), float(hi))
+                  for m, lo, hi in zip(scores.mean(axis=0), task_lo, task_hi)],
         curve=curve, task_curves=task_curves,
     )
 
@@ -305,24 +302,46 @@ METHODOLOGY = (
     "within each task, percentile intervals; Agarwal et al. 2021, rliable). "
     f"'Max over time' is the {MAX_OVER_TIME_LABEL}."
 )
+Table = tuple[list[str], list[list[str]]]
+"""A header and rows of cells."""
 
 
-def markdown_table(summaries: Sequence[MethodSummary]) -> str:
-    """The results table in Markdown."""
-    header = ("| method | seeds | steps/task | final success: mean [95% CI] | "
-              "final success: IQM [95% CI] | max over time: mean [95% CI] |")
-    lines = [header, "|---|---:|---:|---|---|---|"]
-    for s in summaries:
-        steps = sorted({r.final_step for r in s.runs})
-        step_text = "/".join(str(x) for x in steps)
-        lines.append(f"| {s.name} | {len(s.runs)} | {step_text} | {s.final_mean} | "
-                     f"{s.final_iqm} | {s.max_over_time} |")
+def summary_table(summaries: Sequence[MethodSummary]) -> Table:
+    """One row per method: seeds, steps, final mean / IQM and max over time with CIs."""
+    header = ["method", "seeds", "steps/task", "final success: mean [95% CI]",
+              "final success: IQM [95% CI]", "max over time: mean [95% CI]"]
+    rows = [[s.name, str(len(s.runs)), s.steps_text, str(s.final_mean), str(s.final_iqm),
+             str(s.max_over_time)] for s in summaries]
+    return header, rows
+
+
+def task_table(summaries: Sequence[MethodSummary]) -> Table:
+    """One row per task, one column per method: final success, mean over seeds [95% CI]."""
+    tasks = list(dict.fromkeys(t for s in summaries for t in s.task_names))
+    by_method = [dict(zip(s.task_names, s.per_task)) for s in summaries]
+    rows = [[t] + [str(m[t]) if t in m else "-" for m in by_method] for t in tasks]
+    return ["task"] + [s.name for s in summaries], rows
+
+
+def to_markdown(table: Table) -> str:
+    header, rows = table
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def to_html(table: Table) -> str:
+    header, rows = table
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "\n".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+                     for row in rows)
+    return f"<table>\n<tr>{head}</tr>\n{body}\n</table>"
 
 
 def report_json(summaries: Sequence[MethodSummary], images: dict[str, str],
                 reps: int) -> dict[str, Any]:
-    """Everything in the table (and the per-task finals) as a JSON-able dict."""
+    """Everything in the tables as a JSON-able dict."""
     return {
         "methodology": METHODOLOGY,
         "bootstrap_reps": reps,
@@ -339,63 +358,55 @@ def report_json(summaries: Sequence[MethodSummary], images: dict[str, str],
                 "final_success": {"mean": s.final_mean.to_json(), "iqm": s.final_iqm.to_json()},
                 "max_over_time": {"label": MAX_OVER_TIME_LABEL,
                                   "mean": s.max_over_time.to_json()},
-                "per_task_final": {
-                    t: {"mean": float(m), "ci95": [float(lo), float(hi)]}
-                    for t, m, lo, hi in zip(s.task_names, s.per_task_final, *s.per_task_ci)
-                },
+                "per_task_final": {t: e.to_json() for t, e in zip(s.task_names, s.per_task)},
             }
             for s in summaries
         ],
     }
 
 
+FIGURES = {
+    "curves": "Mean success rate over training (line: mean over seeds; band: 95% "
+              "stratified-bootstrap CI over seeds)",
+    "tasks": "Success rate per task over training",
+    "heatmap": "Final success rate per task (mean over seeds)",
+}
+
+
 def html_page(summaries: Sequence[MethodSummary], images: dict[str, str], title: str) -> str:
     """A self-contained page (images linked relatively) that shows the whole report."""
     esc = html.escape
-    rows = []
-    for s in summaries:
-        steps = "/".join(str(x) for x in sorted({r.final_step for r in s.runs}))
-        rows.append(f"<tr><td>{esc(s.name)}</td><td>{len(s.runs)}</td><td>{steps}</td>"
-                    f"<td>{s.final_mean}</td><td>{s.final_iqm}</td>"
-                    f"<td>{s.max_over_time}</td></tr>")
-    run_items = []
-    for s in summaries:
-        for r in s.runs:
-            run_items.append(f"<li>{esc(s.name)} (seed {r.seed}): <code>{esc(str(r.path))}</code>"
-                             f" — final {r.final.mean():.3f} at step {r.final_step}"
-                             f" ({esc(r.final_source)})</li>")
-    figures = {
-        "curves": "Mean success rate over training (line: mean over seeds; band: 95% "
-                  "stratified-bootstrap CI over seeds)",
-        "tasks": "Success rate per task over training",
-        "heatmap": "Final success rate per task (mean over seeds)",
-    }
-    figure_html = "\n".join(
+    figures = "\n".join(
         f'<figure><a href="{esc(images[k])}"><img src="{esc(images[k])}" alt="{esc(caption)}">'
         f"</a><figcaption>{esc(caption)}</figcaption></figure>"
-        for k, caption in figures.items() if k in images
+        for k, caption in FIGURES.items() if k in images
+    )
+    runs = "\n".join(
+        f"<li>{esc(s.name)} (seed {r.seed}): <code>{esc(str(r.path))}</code> — final "
+        f"{r.final.mean():.3f} at step {r.final_step} ({esc(r.final_source)})</li>"
+        for s in summaries for r in s.runs
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>
 body {{ font-family: sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
-th {{ background: #f0f0f0; }} img {{ max-width: 100%; }} figure {{ margin: 1.5em 0; }}
-.note {{ color: #444; font-size: 0.9em; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; }} th {{ background: #f0f0f0; }}
+img {{ max-width: 100%; }} figure {{ margin: 1.5em 0; }} .note {{ color: #444; }}
 </style></head><body>
 <h1>{esc(title)}</h1>
 <h2>Final success rate across seeds</h2>
-<table><tr><th>method</th><th>seeds</th><th>steps/task</th>
-<th>final: mean [95% CI]</th><th>final: IQM [95% CI]</th>
-<th>max over time: mean [95% CI]</th></tr>
-{chr(10).join(rows)}
-</table>
+{to_html(summary_table(summaries))}
 <p class="note">{esc(METHODOLOGY)}</p>
 <p>Data: <a href="report.md">report.md</a> · <a href="report.json">report.json</a></p>
-{figure_html}
-<h2>Runs</h2><ul>
-{chr(10).join(run_items)}
-</ul></body></html>
+{figures}
+<h2>Final success rate per task</h2>
+{to_html(task_table(summaries))}
+<h2>Runs</h2>
+<ul>
+{runs}
+</ul>
+</body></html>
 """
 
 
@@ -403,7 +414,8 @@ th {{ background: #f0f0f0; }} img {{ max-width: 100%; }} figure {{ margin: 1.5em
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, group_by: str = "name",
                  reps: int = 50_000) -> dict[str, Any]:
     """Load, aggregate and write ``curves.png``, ``tasks.png``, ``heatmap.png``,
-    ``report.md``, ``report.json`` and ``index.html`` into ``out_dir``; returns the JSON."""
+    ``report.md``, ``report.json`` and ``index.html`` into ``out_dir``; returns the JSON
+    (plus ``"markdown"``: the summary table)."""
     from mtrl.plots import plot_curves, plot_heatmap, plot_task_grid
 
     if reps < 1:
@@ -413,27 +425,30 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, group_by: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = list(dict.fromkeys(t for s in summaries for t in s.task_names))
+    heat = np.full((len(summaries), len(tasks)), np.nan)
+    for i, s in enumerate(summaries):
+        for t, e in zip(s.task_names, s.per_task):
+            heat[i, tasks.index(t)] = e.value
     sizes = {
         "curves": plot_curves({s.name: s.curve for s in summaries}, out / "curves.png",
                               "Mean success rate (evaluations during training)"),
         "tasks": plot_task_grid({s.name: s.task_curves for s in summaries}, tasks,
                                 out / "tasks.png"),
+        "heatmap": plot_heatmap(heat, [s.name for s in summaries], tasks,
+                                out / "heatmap.png", "Final success rate per task"),
     }
-    heat = np.full((len(summaries), len(tasks)), np.nan)
-    for i, s in enumerate(summaries):
-        for t, v in zip(s.task_names, s.per_task_final):
-            heat[i, tasks.index(t)] = v
-    sizes["heatmap"] = plot_heatmap(heat, [s.name for s in summaries], tasks,
-                                    out / "heatmap.png", "Final success rate per task")
     images = {k: f"{k}.png" for k in sizes}
     data = report_json(summaries, images, reps)
     data["image_sizes"] = {k: list(v) for k, v in sizes.items()}
-    table = markdown_table(summaries)
-    (out / "report.md").write_text(f"# mtrl report\n\n{table}\n\n{METHODOLOGY}\n\n"
-                                   + "\n".join(f"![{k}]({v})" for k, v in images.items()) + "\n")
+    summary = to_markdown(summary_table(summaries))
+    (out / "report.md").write_text(
+        f"# mtrl report\n\n## Final success rate across seeds\n\n{summary}\n\n"
+        f"{METHODOLOGY}\n\n## Final success rate per task (mean over seeds [95% CI])\n\n"
+        f"{to_markdown(task_table(summaries))}\n\n"
+        + "\n".join(f"![{FIGURES[k]}]({v})" for k, v in images.items()) + "\n")
     (out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
     (out / "index.html").write_text(html_page(summaries, images, "mtrl report"))
-    return data
+    return {**data, "markdown": summary}
 
 
 def add_report(sub: argparse._SubParsersAction) -> None:
@@ -443,7 +458,8 @@ def add_report(sub: argparse._SubParsersAction) -> None:
                     "95% CIs) and write plots, report.md, report.json and index.html.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="run directories (a directory holding runs stands for all of them)")
-    p.add_argument("--out", type=Path, default=Path("report"), help="output directory")
+    p.add_argument("--out", type=Path, default=Path("report"),
+                   help="output directory (default: ./report)")
     p.add_argument("--group-by", default="name", metavar="KEY",
                    help="config key that names the method (default: name), e.g. agent.network.type")
     p.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples (default 50000)")
@@ -456,6 +472,6 @@ def run_report(args: argparse.Namespace) -> int:
             if run["final_source"] != FINAL_EVAL_FILE:
                 print(f"note: {run['path']} has no {FINAL_EVAL_FILE}; using its last evaluation "
                       f"(step {run['final_step']})", file=sys.stderr)
-    print((Path(args.out) / "report.md").read_text().split("\n\n")[1])
+    print(data["markdown"])
     print(f"report written to {Path(args.out) / 'index.html'}")
     return 0

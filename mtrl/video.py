@@ -41,7 +41,8 @@ Policy = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 _PROBE = (
     "import mujoco\n"
-    "m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><geom size=\"0.1\"/></worldbody></mujoco>')\n"
+    "xml = '<mujoco><worldbody><geom size=\"0.1\"/></worldbody></mujoco>'\n"
+    "m = mujoco.MjModel.from_xml_string(xml)\n"
     "d = mujoco.MjData(m)\n"
     "r = mujoco.Renderer(m, 16, 16)\n"
     "mujoco.mj_forward(m, d)\n"

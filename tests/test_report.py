@@ -143,8 +143,8 @@ def test_report_on_synthetic_runs(synthetic_runs: Path, tmp_path: Path) -> None:
     # final .75) -> .95; of a: seed 0 .7 (step 200) / seed 1 .7 / seed 2 1.0 -> mean .8.
     assert b["max_over_time"]["mean"]["value"] == pytest.approx(0.95)
     assert a["max_over_time"]["mean"]["value"] == pytest.approx(0.8)
-    assert a["per_task_final"]["reach-v3"]["mean"] == pytest.approx(0.6)
-    assert a["per_task_final"]["push-v3"]["mean"] == pytest.approx(2.2 / 3)
+    assert a["per_task_final"]["reach-v3"]["value"] == pytest.approx(0.6)
+    assert a["per_task_final"]["push-v3"]["value"] == pytest.approx(2.2 / 3)
 
     # Figures: non-empty PNGs of the announced sizes (2 tasks in one row, 2 methods).
     expected = {"curves": (800, 500), "tasks": (600, 340), "heatmap": (600, 260)}

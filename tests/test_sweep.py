@@ -24,8 +24,8 @@ TINY = [
     "agent.network.hidden_sizes=[16,16]",
     "replay.batch_per_task=16",
     "replay.capacity_per_task=1000",
-    "train.steps_per_task=100",
-    "train.warmup_steps_per_task=50",
+    "train.steps_per_task=60",
+    "train.warmup_steps_per_task=40",
     "train.eval_every=100000",
     "train.eval_episodes=5",
     "train.checkpoint_every=20",
@@ -105,6 +105,7 @@ def test_without_ray_prints_one_install_line(monkeypatch: pytest.MonkeyPatch,
 
 
 # ------------------------------------------------------ end to end, on Ray
+# Run with `pytest -m slow tests/test_sweep.py` (needs `pip install mtrl[ray]`; skipped without).
 @pytest.fixture(scope="module")
 def ray_address() -> str:
     """A local Ray instance with 2 CPUs shared by the tests of this module (its address lets
@@ -116,6 +117,7 @@ def ray_address() -> str:
     ray.shutdown()
 
 
+@pytest.mark.slow  # ~20-60 s each (Ray start, a worker process per run)
 def test_sweep_two_methods_two_seeds(ray_address: str, tmp_path: Path,
                                      capsys: pytest.CaptureFixture) -> None:
     """2 methods x 2 seeds on the fake env, through the CLI, on the 2-CPU instance."""
@@ -160,6 +162,7 @@ def test_sweep_two_methods_two_seeds(ray_address: str, tmp_path: Path,
     assert any("4/4 done, 0 running, 0 failed, 0 queued | best" in line for line in out)
 
 
+@pytest.mark.slow  # ~20-60 s each (Ray start, a worker process per run)
 def test_failed_runs_are_reported_and_others_finish(ray_address: str, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     code = main(["sweep", PRESET, "--seeds", "1", "--out", str(tmp_path),
@@ -187,15 +190,16 @@ def test_failed_runs_are_reported_and_others_finish(ray_address: str, tmp_path: 
     assert sorted(status.values()) == ["done", "failed", "failed", "failed"]
 
 
+@pytest.mark.slow  # ~20-60 s each (Ray start, a worker process per run)
 def test_killed_sweep_restarts_without_rerunning_finished(ray_address: str,
                                                           tmp_path: Path) -> None:
     """One run at a time (cpu=2 each): kill the sweep once the short run has finished and the
     long one has a checkpoint; the same sweep again skips the first and resumes the second."""
-    grid = ["--grid", "train.steps_per_task=100,300", "--resources", "cpu=2"]
+    grid = ["--grid", "train.steps_per_task=60,200", "--resources", "cpu=2"]
     cmd = [sys.executable, "-m", "mtrl.cli", "sweep", PRESET, "--seeds", "1", "--out",
            str(tmp_path), "--address", ray_address, *grid, *TINY]
-    short = tmp_path / f"{PRESET},train.steps_per_task=100" / "seed0"
-    long = tmp_path / f"{PRESET},train.steps_per_task=300" / "seed0"
+    short = tmp_path / f"{PRESET},train.steps_per_task=60" / "seed0"
+    long = tmp_path / f"{PRESET},train.steps_per_task=200" / "seed0"
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240
@@ -210,7 +214,7 @@ def test_killed_sweep_restarts_without_rerunning_finished(ray_address: str,
     finished = (short / "final_eval.json").stat().st_mtime_ns, final_success(short)
 
     lines: list[str] = []
-    result = sweep([PRESET], 1, parse_grid(["train.steps_per_task=100,300"]), TINY, tmp_path,
+    result = sweep([PRESET], 1, parse_grid(["train.steps_per_task=60,200"]), TINY, tmp_path,
                    resources={"cpu": 2}, print_fn=lines.append)
     assert [r.status for r in result.runs] == ["done", "done"]
     assert result.runs[0].skipped and not result.runs[1].skipped and result.runs[1].resumed
@@ -218,7 +222,7 @@ def test_killed_sweep_restarts_without_rerunning_finished(ray_address: str,
     assert (short / "train.log").read_text().count("starting with overrides") == 1
     log = (long / "train.log").read_text()
     assert log.count("starting with overrides") == 1 and log.count("resuming with") == 1
-    assert json.loads((long / "final_eval.json").read_text())["step"] == 300
+    assert json.loads((long / "final_eval.json").read_text())["step"] == 200
     assert sum(f"started {result.runs[0].name}" in line for line in lines) == 0
     assert sum(f"resumed {result.runs[1].name}" in line for line in lines) == 1
     assert [m.success for m in result.methods] == [[finished[1]], [final_success(long)]]
