@@ -228,6 +228,9 @@ class TrainConfig:
     steps_per_task: int = 2_000_000
     warmup_steps_per_task: int = 1_500
     updates_per_step: int = 1
+    # step the envs in the workers while the learner updates; the updates of a step then
+    # sample a buffer without that step's transitions (one step staler data, same policy)
+    overlap: bool = True
     eval_every: int = 50_000
     eval_episodes: int = 50
     checkpoint_every: int = 50_000

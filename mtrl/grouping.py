@@ -244,11 +244,9 @@ def _served_costs(masks: np.ndarray, scores: np.ndarray, disjoint: bool
         network[masks] = masks
         return cost, network
     for row, mask in enumerate(masks):
-        bits = _bits(int(mask))
-        subs, sums = np.zeros(1, dtype=np.int64), np.zeros(1)
-        for b in bits:
-            subs = np.concatenate([subs, subs | (1 << b)])
-            sums = np.concatenate([sums, sums + scores[row, b]])
+        bits = np.asarray(_bits(int(mask)))
+        subs = _subsets(int(mask))
+        sums = ((subs[:, None] >> bits) & 1) @ scores[row, bits]
         better = sums < cost[subs]
         cost[subs[better]] = sums[better]
         network[subs[better]] = mask

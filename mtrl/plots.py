@@ -109,16 +109,23 @@ def plot_task_grid(curves: Mapping[str, Mapping[str, Band]], tasks: Sequence[str
                           wspace=0.25)
     fig.suptitle("Success rate per task vs env steps per task (band: 95% CI over seeds)",
                  fontsize=10, y=1 - 12 / height, va="top")
+    labelled: set[str] = set()
     for k, task in enumerate(tasks):
         ax = fig.add_subplot(gs[k // cols, k % cols])
         for name, per_task in curves.items():
             if task in per_task:
-                _draw_band(ax, per_task[task], colors[name], name if k == 0 else None)
+                _draw_band(ax, per_task[task], colors[name],
+                           None if name in labelled else name)
+                labelled.add(name)
         _step_axis(ax)
         ax.set_title(task, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.xaxis.get_offset_text().set_fontsize(7)
-    handles, labels = fig.axes[0].get_legend_handles_labels()
+    handles, labels = [], []
+    for ax in fig.axes:
+        h, lab = ax.get_legend_handles_labels()
+        handles += h
+        labels += lab
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8,
                frameon=False)
     _save(fig, path)

@@ -29,6 +29,7 @@ import re
 import signal
 import statistics
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -548,9 +549,27 @@ def _schedule(ray: Any, todo: list[Run], resources: dict[str, float], max_retrie
         console.print(f"interrupted: stopping {len(pending)} run(s) (they save a checkpoint); "
                       "run the same command again to resume the sweep")
         for gen in pending:
-            ray.cancel(gen)
-        ray.wait(list(pending), num_returns=len(pending), timeout=60.0)
+            ray.cancel(gen)  # raises KeyboardInterrupt in the trainer: it saves a checkpoint
+        _wait_stopped(ray, list(pending), timeout=120.0)
         raise
+
+
+def _wait_stopped(ray: Any, gens: list[Any], timeout: float) -> None:
+    """Wait (at most ``timeout`` s; Ctrl-C again to stop waiting) until cancelled run tasks
+    have ended: a cancelled generator only ends once its task has."""
+    def drain(gen: Any) -> None:
+        try:
+            for ref in gen:
+                ray.get(ref)
+        except Exception:  # TaskCancelledError, the run's own error
+            pass
+
+    threads = [threading.Thread(target=drain, args=(gen,), daemon=True) for gen in gens]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 # ----------------------------------------------------------------------- CLI

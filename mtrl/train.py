@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +93,45 @@ class EpisodeStats:
         return out
 
 
+class MetricSums:
+    """Sums of update metrics as device tensors (no host sync until :meth:`pop_means`)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+        self.count += 1
+
+    def pop_means(self) -> dict[str, torch.Tensor]:
+        means = {k: v / self.count for k, v in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return means
+
+
+class GracefulInterrupt:
+    """Turns the first Ctrl-C (SIGINT) into a flag that the loop checks between iterations,
+    so the checkpoint written on interrupt is a consistent state; a second Ctrl-C interrupts
+    at once. Only active in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        self.restore()
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 class Trainer:
     """Runs (or resumes) one training run in ``run_dir``."""
 
@@ -141,9 +182,11 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / CONFIG_FILE).write_text(to_yaml(cfg))
             rng = np.random.default_rng(cfg.train.seed)
+            sampler = torch.Generator(self.device)  # replay sampling stream, checkpointed
+            sampler.manual_seed(cfg.train.seed + 2)
             vec_step = 0
             if self.checkpoint is not None:
-                vec_step, rng = self._restore(self.checkpoint, agent, replay, env)
+                vec_step, rng = self._restore(self.checkpoint, agent, replay, env, sampler)
             per_step = env.num_envs // env.num_tasks
             logger = MetricsLogger(self.run_dir, env.task_names, cfg.log.tensorboard,
                                    None if self.checkpoint is None else vec_step * per_step)
@@ -157,43 +200,48 @@ class Trainer:
                 return (vec_step * per_step) // interval != ((vec_step - 1) * per_step) // interval
 
             stats = EpisodeStats.create(env.num_envs, env.num_tasks)
-            sums: dict[str, torch.Tensor] = {}
-            count = 0
+            sums = MetricSums()
+
+            def learn() -> None:
+                for _ in range(cfg.train.updates_per_step):
+                    sums.add(agent.update(replay.sample(cfg.replay.batch_per_task, sampler)))
             warmup = math.ceil(cfg.train.warmup_steps_per_task / per_step)
             obs = env.reset()
             bar = progress_bar(total * per_step, vec_step * per_step, cfg.log.progress)
             clock, clock_step = time.perf_counter(), vec_step
+            stop = GracefulInterrupt()
             try:
                 while vec_step < total:
-                    if vec_step < warmup:
+                    learning = vec_step >= warmup
+                    if not learning:
                         actions = rng.uniform(-1, 1, (env.num_envs, env.act_dim))
                     else:
                         actions = agent.act(obs, env.task_id)
-                    result = env.step(actions)
+                    if learning and cfg.train.overlap:
+                        # workers step the envs while the learner updates
+                        env.step_async(actions)
+                        learn()
+                        result = env.step_wait()
+                    else:
+                        result = env.step(actions)
+                        if learning:
+                            learn()
                     replay.add(obs, actions, result.reward, result.final_obs,
                                result.terminated, env.task_id)
                     stats.record(result.reward, result.success, result.done, env.task_id,
                                  env.num_tasks)
                     obs = result.obs
-                    if vec_step >= warmup:
-                        for _ in range(cfg.train.updates_per_step):
-                            metrics = agent.update(replay.sample(cfg.replay.batch_per_task))
-                            for key, value in metrics.items():
-                                sums[key] = sums[key] + value if key in sums else value.clone()
-                            count += 1
                     vec_step += 1
                     bar.update(per_step)
                     step = vec_step * per_step
                     if every(cfg.log.every) or vec_step == total:
                         now = time.perf_counter()
-                        scalars = flatten_metrics({k: v / count for k, v in sums.items()},
-                                                  env.task_names, "train/")
+                        scalars = flatten_metrics(sums.pop_means(), env.task_names, "train/")
                         scalars.update(flatten_metrics(stats.pop(), env.task_names, "train/"))
                         rate = (vec_step - clock_step) * env.num_envs / max(now - clock, 1e-9)
                         scalars["time/env_steps_per_s"] = rate
                         scalars["train/replay_size"] = float(len(replay))
                         logger.log(step, scalars, step * env.num_tasks)
-                        sums, count = {}, 0
                         clock, clock_step = now, vec_step
                     if affinity is not None and vec_step > warmup \
                             and every(cfg.train.affinity_every):
@@ -203,16 +251,20 @@ class Trainer:
                         self._log_eval(evaluate_agent(agent, eval_env, cfg.train.eval_episodes,
                                                       step), logger, bar, env.num_tasks)
                     if every(cfg.train.checkpoint_every) and vec_step < total:
-                        self._save(agent, replay, env, vec_step, rng)
+                        self._save(agent, replay, env, vec_step, rng, sampler)
+                    if stop.requested:
+                        raise KeyboardInterrupt
             except KeyboardInterrupt:
-                self._save(agent, replay, env, vec_step, rng)
+                self._save(agent, replay, env, vec_step, rng, sampler)
                 bar.close()
                 raise
+            finally:
+                stop.restore()
             bar.close()
             eval_env = eval_env or make_eval_env(cfg)
             final = evaluate_agent(agent, eval_env, cfg.train.eval_episodes, total * per_step)
             self._log_eval(final, logger, None, env.num_tasks)
-            self._save(agent, replay, env, vec_step, rng)
+            self._save(agent, replay, env, vec_step, rng, sampler)
             final.write(self.run_dir / FINAL_EVAL_FILE)
             return final
         finally:
@@ -235,7 +287,7 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoint
     def _save(self, agent: Agent, replay: MultiTaskReplay, env: MultiTaskVectorEnv,
-              vec_step: int, rng: np.random.Generator) -> None:
+              vec_step: int, rng: np.random.Generator, sampler: torch.Generator) -> None:
         atomic_save(
             {
                 "learner": {"agent": agent.name, "kwargs": agent.init_kwargs,
@@ -243,6 +295,7 @@ class Trainer:
                 "replay": replay.state_dict(),
                 "trainer": {"vec_step": vec_step, "rng": rng.bit_generator.state,
                             "python_random": random.getstate(),
+                            "sampler": sampler.get_state(),
                             "env": env.get_state(),
                             "steps_per_task": vec_step * (env.num_envs // env.num_tasks)},
                 "config": to_dict(self.config),
@@ -252,7 +305,8 @@ class Trainer:
         )
 
     def _restore(self, checkpoint: dict[str, Any], agent: Agent, replay: MultiTaskReplay,
-                 env: MultiTaskVectorEnv) -> tuple[int, np.random.Generator]:
+                 env: MultiTaskVectorEnv, sampler: torch.Generator
+                 ) -> tuple[int, np.random.Generator]:
         if checkpoint.get("task_names") != env.task_names:
             raise MtrlError("checkpoint was made for other tasks than this run's config")
         agent.load_state_dict(checkpoint["learner"]["state"])
@@ -261,6 +315,7 @@ class Trainer:
         rng = np.random.default_rng()
         rng.bit_generator.state = trainer["rng"]
         random.setstate(trainer["python_random"])
+        sampler.set_state(trainer["sampler"])
         env.set_state(trainer["env"])
         return int(trainer["vec_step"]), rng
 

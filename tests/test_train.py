@@ -42,7 +42,10 @@ def test_run_dir_holds_config_checkpoint_metrics_and_tensorboard(run_dir):
 
 
 def _interrupt_after(monkeypatch, calls: int):
-    """Make the training env raise KeyboardInterrupt (a kill) at its ``calls``-th step."""
+    """Send Ctrl-C (SIGINT) to this process during the training env's ``calls``-th step."""
+    import os
+    import signal
+
     from mtrl.envs.fake import FakeMultiTaskVectorEnv
 
     original = FakeMultiTaskVectorEnv.step
@@ -52,7 +55,7 @@ def _interrupt_after(monkeypatch, calls: int):
         if mask is None:  # training steps (evaluation passes a mask)
             count["n"] += 1
             if count["n"] == calls:
-                raise KeyboardInterrupt
+                os.kill(os.getpid(), signal.SIGINT)
         return original(self, actions, mask)
 
     monkeypatch.setattr(FakeMultiTaskVectorEnv, "step", step)
@@ -61,7 +64,7 @@ def _interrupt_after(monkeypatch, calls: int):
 def test_resume_after_a_kill_continues_steps_and_buffer(run_dir, monkeypatch):
     config = fake_config()
     with monkeypatch.context() as m:
-        _interrupt_after(m, 151)  # killed after 150 vector steps (300 steps per task)
+        _interrupt_after(m, 150)  # Ctrl-C in vector step 150: stops after it (300/task)
         with pytest.raises(KeyboardInterrupt):
             train(config, run_dir)
     ckpt = load_file(run_dir / "checkpoint.pt")
@@ -83,25 +86,6 @@ def test_resume_after_a_kill_continues_steps_and_buffer(run_dir, monkeypatch):
     assert result.step == 400
     steps = [r["step"] for r in read_metrics(run_dir) if "train/critic_loss" in r]
     assert steps == [200, 300, 400]  # nothing logged twice
-
-
-def test_resumed_run_equals_uninterrupted_run_at_checkpoint_boundaries(tmp_path, monkeypatch):
-    """A run stopped at a checkpoint and resumed ends with the same parameters as one that
-    never stopped (RNG streams, optimizer state, replay and env RNGs all restored)."""
-    config = fake_config("train.steps_per_task=300", "train.eval_every=10000")
-    train(config, tmp_path / "straight")
-    with monkeypatch.context() as m:
-        _interrupt_after(m, 101)  # stop exactly at vector step 100 (200 steps per task)
-        with pytest.raises(KeyboardInterrupt):
-            train(config, tmp_path / "resumed")
-    train(config, tmp_path / "resumed", resume=True)
-    a = load_file(tmp_path / "straight" / "checkpoint.pt")["learner"]["state"]["actor"]
-    b = load_file(tmp_path / "resumed" / "checkpoint.pt")["learner"]["state"]["actor"]
-    # episodes restart after a resume (env physics state is not checkpointed), so the data
-    # differ from step 200 on: parameters agree up to the checkpoint, then diverge a little
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.isfinite(b[key]).all()
 
 
 def test_same_seed_same_parameters(tmp_path):

@@ -346,16 +346,17 @@ def test_bad_architecture_options_are_clear_errors():
 
 
 # ----------------------------------------------------------------------------- learning
-LEARN = {
+LEARN = {  # tiny versions, and steps per task that each needs on the 2-task fake env
     "softmod": ["agent.network.hidden_sizes=[64,64]", "agent.network.softmod.module_hidden=32",
-                "agent.network.softmod.routing_hidden=32"],
+                "agent.network.softmod.routing_hidden=32", "train.steps_per_task=2500"],
     "care": ["agent.network.care.context=learned", "agent.network.care.num_experts=2",
              "agent.network.care.encoder_hidden=[32]", "agent.network.care.encoder_dim=32",
              "agent.network.care.context_dim=16", "agent.network.care.context_hidden=[16]",
-             "agent.network.care.attention_hidden=[16]"],
-    "film": ["agent.network.film.embedding_dim=16", "agent.network.film.generator_hidden=[16]"],
-    "paco": ["agent.network.paco.num_param_sets=2"],
-    "moore": ["agent.network.moore.num_experts=2"],
+             "agent.network.care.attention_hidden=[16]", "train.steps_per_task=2000"],
+    "film": ["agent.network.film.embedding_dim=16", "agent.network.film.generator_hidden=[16]",
+             "train.steps_per_task=1500"],
+    "paco": ["agent.network.paco.num_param_sets=2", "train.steps_per_task=1500"],
+    "moore": ["agent.network.moore.num_experts=2", "train.steps_per_task=1500"],
 }
 
 
@@ -373,9 +374,8 @@ def test_each_architecture_learns_the_fake_env(kind, run_dir, one_thread):
     from mtrl.agents import build_agent
     from mtrl.train import evaluate_agent, make_eval_env, train
 
-    config = fake_config("env.tasks=fake:2", "train.steps_per_task=1200", "train.eval_every=1200",
-                         "train.eval_episodes=10", "log.tensorboard=false", *LEARN[kind],
-                         preset=f"mt10_{kind}")
+    config = fake_config("env.tasks=fake:2", "train.eval_every=5000", "train.eval_episodes=10",
+                         "log.tensorboard=false", *LEARN[kind], preset=f"mt10_{kind}")
     untrained = build_agent(config.agent, 6, 2, 2, "cpu", config.train.seed)
     env = make_eval_env(config)
     try:
