@@ -8,6 +8,7 @@ Architectures are timed round-robin in the same process and reported relative to
 
     python benchmarks/architectures.py                # MT10 and MT50, CPU
     python benchmarks/architectures.py --benchmarks mt10 --repeats 20 --device cuda
+    python benchmarks/architectures.py --threads 1     # on a busy machine
 """
 
 from __future__ import annotations
@@ -89,7 +90,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = {"device": args.device, "torch": torch.__version__,
            "threads": torch.get_num_threads()}
     for benchmark in args.benchmarks:

@@ -173,8 +173,10 @@ def plot_matrices(path: str | Path | None, tasks: Sequence[str],
         matrix = np.asarray(matrix, dtype=np.float64)
         off = matrix[~np.eye(n, dtype=bool)]  # colours follow the off-diagonal (transfer)
         limit = float(np.abs(off if off.size and np.abs(off).max() > 0 else matrix).max()) or 1.0
-        image = ax.imshow(matrix, cmap="RdBu", vmin=-limit, vmax=limit)
-        ax.set_title(name)
+        exponent = math.floor(math.log10(limit)) if not 0.1 <= limit < 100 else 0
+        shown, limit = matrix / 10.0 ** exponent, limit / 10.0 ** exponent
+        image = ax.imshow(shown, cmap="RdBu", vmin=-limit, vmax=limit)
+        ax.set_title(f"{name} (x 1e{exponent})" if exponent else name)
         ax.set_xticks(range(n), labels, rotation=90, fontsize=7 if n > 12 else 8)
         ax.set_yticks(range(n), labels, fontsize=7 if n > 12 else 8)
         ax.set_xlabel("target task j")
@@ -182,7 +184,10 @@ def plot_matrices(path: str | Path | None, tasks: Sequence[str],
         if n <= 12:
             for i in range(n):
                 for j in range(n):
-                    ax.text(j, i, f"{matrix[i, j]:.2g}", ha="center", va="center", fontsize=6)
+                    value = shown[i, j]
+                    text = f"{value:.2f}" if limit <= 1 else f"{value:.1f}" \
+                        if abs(value) < 100 else f"{value:.0e}"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=6)
         fig.colorbar(image, ax=ax, shrink=0.8)
     if title:
         fig.suptitle(title)

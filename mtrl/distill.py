@@ -34,8 +34,8 @@ from mtrl.envs import MultiTaskVectorEnv
 from mtrl.evaluation import EvalResult, evaluate
 from mtrl.experts import TaskExperts, load_experts
 from mtrl.logging import MetricsLogger, flatten_metrics, progress_bar
-from mtrl.train import (CONFIG_FILE, FINAL_EVAL_FILE, EpisodeStats, Trainer, evaluate_agent, make_eval_env,
-                        make_train_env)
+from mtrl.train import (CONFIG_FILE, FINAL_EVAL_FILE, EpisodeStats, GracefulInterrupt,
+                        MetricSums, Trainer, evaluate_agent, make_eval_env, make_train_env)
 
 EXPERT_EVAL_FILE = "expert_eval.json"
 
@@ -110,9 +110,11 @@ class Distiller(Trainer):
             self.run_dir.mkdir(parents=True, exist_ok=True)  # experts and student are buildable
             (self.run_dir / CONFIG_FILE).write_text(to_yaml(cfg))
             rng = np.random.default_rng(cfg.train.seed)
+            sampler = torch.Generator(self.device)  # replay sampling stream, checkpointed
+            sampler.manual_seed(cfg.train.seed + 2)
             vec_step = 0
             if self.checkpoint is not None:
-                vec_step, rng = self._restore(self.checkpoint, student, replay, env)
+                vec_step, rng = self._restore(self.checkpoint, student, replay, env, sampler)
             per_step = env.num_envs // env.num_tasks
             logger = MetricsLogger(self.run_dir, env.task_names, cfg.log.tensorboard,
                                    None if self.checkpoint is None else vec_step * per_step)
@@ -124,58 +126,70 @@ class Distiller(Trainer):
                 return (vec_step * per_step) // interval != ((vec_step - 1) * per_step) // interval
 
             deterministic = not cfg.distill.stochastic_rollouts
-            task_t = torch.as_tensor(env.task_id, device=self.device)
+            task_t = torch.tensor(env.task_id, device=self.device)
             stats = EpisodeStats.create(env.num_envs, env.num_tasks)
-            sums: dict[str, torch.Tensor] = {}
-            count = 0
+            sums = MetricSums()
+
+            def learn() -> None:
+                for _ in range(cfg.train.updates_per_step):
+                    batch = replay.sample(cfg.replay.batch_per_task, sampler)
+                    mean, log_std = experts.distribution(batch.obs)  # DAgger labels
+                    sums.add(student.update(LabelledBatch(batch.obs, batch.task_id, mean,
+                                                          log_std)))
+
             warmup = math.ceil(cfg.train.warmup_steps_per_task / per_step)
             obs = env.reset()
             by_expert = rng.random(env.num_envs) < expert_fraction(cfg, vec_step * per_step)
             bar = progress_bar(total * per_step, vec_step * per_step, cfg.log.progress)
             clock, clock_step = time.perf_counter(), vec_step
+            stop = GracefulInterrupt()
             try:
                 while vec_step < total:
+                    learning = vec_step >= warmup
                     actions = self._act(student, experts, obs, task_t, by_expert, deterministic)
-                    result = env.step(actions)
+                    if learning and cfg.train.overlap:  # workers step while the student learns
+                        env.step_async(actions)
+                        learn()
+                        result = env.step_wait()
+                    else:
+                        result = env.step(actions)
+                        if learning:
+                            learn()
                     replay.add(obs, actions, result.reward, result.final_obs,
                                result.terminated, env.task_id)
                     stats.record(result.reward, result.success, result.done, env.task_id,
                                  env.num_tasks)
                     obs = result.obs
                     vec_step += 1
+                    bar.update(per_step)
                     step = vec_step * per_step
                     done = result.done
                     if done.any():  # new episodes choose their driver
                         by_expert[done] = rng.random(int(done.sum())) < expert_fraction(cfg, step)
-                    if vec_step > warmup:
-                        for _ in range(cfg.train.updates_per_step):
-                            metrics = student.update(self._labelled(replay, experts, student))
-                            for key, value in metrics.items():
-                                sums[key] = sums[key] + value if key in sums else value.clone()
-                            count += 1
-                    bar.update(per_step)
                     if every(cfg.log.every) or vec_step == total:
                         now = time.perf_counter()
-                        scalars = flatten_metrics({k: v / count for k, v in sums.items()},
-                                                  env.task_names, "train/")
+                        scalars = flatten_metrics(sums.pop_means(), env.task_names, "train/")
                         scalars.update(flatten_metrics(stats.pop(), env.task_names, "train/"))
                         scalars["train/expert_fraction"] = expert_fraction(cfg, step)
                         rate = (vec_step - clock_step) * env.num_envs / max(now - clock, 1e-9)
                         scalars["time/env_steps_per_s"] = rate
                         scalars["train/replay_size"] = float(len(replay))
                         logger.log(step, scalars, step * env.num_tasks)
-                        sums, count = {}, 0
                         clock, clock_step = now, vec_step
                     if every(cfg.train.eval_every) and vec_step < total:
                         eval_env = eval_env or make_eval_env(cfg)  # type: ignore[arg-type]
                         self._log_eval(evaluate_agent(student, eval_env, cfg.train.eval_episodes,
                                                       step), logger, bar, env.num_tasks)
                     if every(cfg.train.checkpoint_every) and vec_step < total:
-                        self._save(student, replay, env, vec_step, rng)
+                        self._save(student, replay, env, vec_step, rng, sampler)
+                    if stop.requested:
+                        raise KeyboardInterrupt
             except KeyboardInterrupt:
-                self._save(student, replay, env, vec_step, rng)
+                self._save(student, replay, env, vec_step, rng, sampler)
                 bar.close()
                 raise
+            finally:
+                stop.restore()
             bar.close()
             eval_env = eval_env or make_eval_env(cfg)  # type: ignore[arg-type]
             final = evaluate_agent(student, eval_env, cfg.train.eval_episodes, total * per_step)
@@ -188,7 +202,7 @@ class Distiller(Trainer):
                 logger.log(final.step, {f"eval/expert_success/{k}": v
                                         for k, v in expert_result.per_task.items()},
                            final.step * env.num_tasks)
-            self._save(student, replay, env, vec_step, rng)
+            self._save(student, replay, env, vec_step, rng, sampler)
             final.write(self.run_dir / FINAL_EVAL_FILE)
             return DistillResult(final, expert_result)
         finally:
@@ -209,13 +223,6 @@ class Distiller(Trainer):
                 mask = torch.as_tensor(by_expert, device=self.device)[:, None]
                 actions = torch.where(mask, expert_actions, actions)
             return actions.cpu().numpy()
-
-    def _labelled(self, replay: MultiTaskReplay, experts: TaskExperts,
-                  student: Student) -> LabelledBatch:
-        """A task-balanced batch of stored states, labelled by each task's expert."""
-        batch = replay.sample(self.config.replay.batch_per_task, student.generator)
-        mean, log_std = experts.distribution(batch.obs)
-        return LabelledBatch(batch.obs, batch.task_id, mean, log_std)
 
     def _saved_result(self) -> DistillResult:
         student = EvalResult(**json.loads((self.run_dir / FINAL_EVAL_FILE).read_text()))

@@ -385,3 +385,20 @@ def test_each_architecture_learns_the_fake_env(kind, run_dir, one_thread):
     after = train(config, run_dir)
     assert after.mean_return > max(before.mean_return + 10.0, -20.0), (before, after)
     assert after.success_rate > before.success_rate, (before, after)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ARCHS)
+def test_short_mt10_run_of_each_preset(kind, run_dir):
+    """The paper-sized preset end to end on the real MT10 (a few steps, one eval episode)."""
+    from mtrl.train import train
+
+    config = load_config(f"mt10_{kind}", [
+        "env.mode=sync", "env.max_episode_steps=10", "env.eval_envs_per_task=1",
+        "train.steps_per_task=6", "train.warmup_steps_per_task=3", "train.eval_every=1000",
+        "train.eval_episodes=1", "train.checkpoint_every=1000", "replay.capacity_per_task=100",
+        "replay.batch_per_task=4", "log.every=3", "log.tensorboard=false", "log.progress=false",
+    ])
+    result = train(config, run_dir)
+    assert set(result.per_task) == set(MT10_TASKS)
+    assert (run_dir / "checkpoint.pt").exists()
