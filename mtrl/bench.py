@@ -171,3 +171,104 @@ def matmul_flops_per_s(batch: int, width: int, repeats: int = 20, device: str = 
             torch.cuda.synchronize()
 
     return 2.0 * batch * width * width / _timed(mm, repeats, warmup=5)
+
+
+# ------------------------------------------------------------- whole training runs
+def _tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants (Linux ``/proc``)."""
+    from pathlib import Path
+
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(status.split("VmRSS:")[1].split()[0]) * 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def training_run(preset: str, steps_per_task: int, warmup_per_task: int,
+                 overrides: tuple[str, ...] = (), device: str = "cpu") -> dict[str, float]:
+    """Run ``mtrl train`` in a subprocess; returns its env steps/s after warm-up (collection
+    and updates together) and the peak resident memory of the whole process tree."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        argv = [sys.executable, "-m", "mtrl.cli", "train", preset, "--run-dir", str(run_dir),
+                "--device", device, f"train.steps_per_task={steps_per_task}",
+                f"train.warmup_steps_per_task={warmup_per_task}",
+                f"log.every={max(1, (steps_per_task - warmup_per_task) // 2)}",
+                "train.eval_episodes=1", "env.eval_envs_per_task=1",
+                "env.max_episode_steps=100", "log.progress=false", "log.tensorboard=false",
+                *overrides]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss_bytes(proc.pid))
+            time.sleep(0.2)
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark run failed: {proc.stderr.read().strip()[-500:]}")
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+        rates = [r["time/env_steps_per_s"] for r in records if "time/env_steps_per_s" in r]
+    return {"env_steps_per_s": rates[-1], "peak_rss_gb": peak / 2**30}
+
+
+def run_suite(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """Everything ``mtrl bench`` reports: raw figures and ratios (> 1: mtrl is faster)."""
+    import os
+
+    cores = os.cpu_count() or 1
+    steps = 50 if quick else 300
+    repeats = 3 if quick else 10
+    out: dict[str, Any] = {"device": device, "cores": cores, "quick": quick}
+    for bench_name, tasks in (("mt10", "MT10"), ("mt50", "MT50")):
+        out[f"{bench_name}_collector_steps_per_s"] = mtrl_env_steps_per_s(tasks, steps)
+        out[f"{bench_name}_physics_bound_steps_per_s"] = (
+            physics_steps_per_s(tasks, steps) * cores)
+    out["mt10_gym_async_steps_per_s"] = gym_env_steps_per_s("MT10", steps, "async")
+    out["mt10_gym_sync_steps_per_s"] = gym_env_steps_per_s("MT10", steps, "sync")
+    out["collector_vs_gym_async"] = (out["mt10_collector_steps_per_s"]
+                                     / out["mt10_gym_async_steps_per_s"])
+    out["collector_vs_gym_sync"] = (out["mt10_collector_steps_per_s"]
+                                    / out["mt10_gym_sync_steps_per_s"])
+    out["collector_vs_physics_bound"] = (out["mt10_collector_steps_per_s"]
+                                         / out["mt10_physics_bound_steps_per_s"])
+    for bench_name, tasks in (("mt10", 10), ("mt50", 50)):
+        update = mtrl_update_seconds(tasks, repeats=repeats, device=device)
+        out[f"{bench_name}_update_ms"] = 1e3 * update["seconds"]
+        out[f"{bench_name}_update_gflop"] = update["flops"] / 1e9
+        out[f"{bench_name}_sb3_update_ms"] = 1e3 * sb3_update_seconds(
+            tasks, repeats=repeats, device=device)
+    out["update_vs_sb3"] = out["mt10_sb3_update_ms"] / out["mt10_update_ms"]
+    out["mt50_update_vs_sb3"] = out["mt50_sb3_update_ms"] / out["mt50_update_ms"]
+    out["matmul_gflops"] = matmul_flops_per_s(1280, 400, device=device) / 1e9
+    out["update_vs_matmul_rate"] = (out["mt10_update_gflop"] / out["mt10_update_ms"] * 1e3
+                                    / out["matmul_gflops"])
+    run_steps = 40 if quick else 200
+    mt10 = training_run("mt10_mtmhsac", 10 + run_steps, 10, device=device)
+    out["mt10_train_env_steps_per_s"] = mt10["env_steps_per_s"]
+    out["mt10_peak_rss_gb"] = mt10["peak_rss_gb"]
+    update_only = 10 / (out["mt10_update_ms"] / 1e3)  # env steps/s if collection were free
+    out["mt10_update_only_env_steps_per_s"] = update_only
+    out["end_to_end_vs_update_only"] = mt10["env_steps_per_s"] / update_only
+    mt50 = training_run("mt50_mtmhsac", 5 + run_steps // 4, 5, device=device)
+    out["mt50_train_env_steps_per_s"] = mt50["env_steps_per_s"]
+    out["mt50_peak_rss_gb"] = mt50["peak_rss_gb"]
+    return out
+
+
+def format_suite(result: dict[str, Any]) -> str:
+    """The benchmark figures as a console table."""
+    rows = [(k, f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in result.items()]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -345,13 +345,14 @@ class _Console:
 
 
 def _init_ray(ray: Any, address: str | None, num_cpus: int | None) -> bool:
-    """Start/join Ray unless already connected; True if this call did (and must shut down)."""
+    """Start a new local Ray instance (``address=None``: even if ``ray start`` runs here) or
+    join ``address``, unless already connected; True if this call did (and must shut down)."""
     if ray.is_initialized():
         return False
     if address is not None and num_cpus is not None:
         raise MtrlError("--num-cpus sizes the local Ray instance; it cannot be used with --address")
     try:
-        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False,
+        ray.init(address=address or "local", num_cpus=num_cpus, include_dashboard=False,
                  log_to_driver=False, logging_level=logging.ERROR)
     except ConnectionError as exc:
         raise MtrlError(f"cannot connect to the Ray cluster at {address}: {exc}") from None

@@ -111,7 +111,7 @@ def ray_address() -> str:
     """A local Ray instance with 2 CPUs shared by the tests of this module (its address lets
     a sweep in a subprocess join it with --address)."""
     ray = pytest.importorskip("ray")
-    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                        logging_level="error")
     yield context.address_info["gcs_address"]
     ray.shutdown()

@@ -1,0 +1,34 @@
+"""Benchmark helpers measure what they say (no timing assertions)."""
+
+import os
+
+from mtrl import bench
+
+
+def test_tree_rss_counts_this_process():
+    rss = bench._tree_rss_bytes(os.getpid())
+    assert 10 * 2**20 < rss < 64 * 2**30
+
+
+def test_update_flops_match_the_networks_matmuls():
+    """FLOPs per update of a 1-hidden-layer multi-head SAC, counted by hand."""
+    T, b, h, obs, act = 2, 4, 8, 39, 4
+    n = T * b
+    result = bench.mtrl_update_seconds(T, batch_per_task=b, hidden_sizes=(h,), repeats=1,
+                                       obs_dim=obs, act_dim=act)
+    # matmul FLOPs (2 * rows * in * out); backward costs 2x forward for weights+inputs
+    actor_fwd = 2 * n * (obs * h + h * 2 * act)
+    critic_fwd = 2 * 2 * n * ((obs + act) * h + h * 1)  # twin critics
+    target = actor_fwd + critic_fwd  # next action + target critics (no grad)
+    critic_step = 3 * critic_fwd - 2 * 2 * n * (obs + act) * h  # no grad wrt critic inputs
+    actor_step = 3 * actor_fwd - 2 * n * obs * h + 3 * critic_fwd - 2 * 2 * n * obs * h
+    # actor step: critic forward + backward to its action input only (weights are constants)
+    actor_step -= 2 * 2 * n * ((obs + act) * h + h)  # no critic weight gradients
+    expected = target + critic_step + actor_step
+    assert abs(result["flops"] - expected) / expected < 0.35
+    assert result["seconds"] > 0
+
+
+def test_format_suite_lists_every_figure():
+    text = bench.format_suite({"device": "cpu", "update_vs_sb3": 1.5})
+    assert "update_vs_sb3" in text and "1.500" in text
