@@ -45,7 +45,8 @@ class Expert(Protocol):
     source: str  # where it was loaded from (for messages and reports)
 
     def distribution(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """Pre-tanh ``(mean, log_std)``, each ``(n, act_dim)``, for ``obs (n, obs_dim)``."""
+        """Pre-tanh ``(mean, log_std)``, each ``(n, act_dim)``, for ``obs (n, obs_dim)``
+        (no autograd graph: an expert is a fixed teacher)."""
 
 
 class SB3Expert:
@@ -57,6 +58,7 @@ class SB3Expert:
         self.obs_dim = int(model.observation_space.shape[0])
         self.act_dim = int(model.action_space.shape[0])
 
+    @torch.no_grad()
     def distribution(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_std, _ = self.model.policy.actor.get_action_dist_params(obs)
         return mean, log_std
@@ -71,6 +73,7 @@ class AgentExpert:
         self.source = source
         self.obs_dim, self.act_dim = agent.obs_dim, agent.act_dim
 
+    @torch.no_grad()
     def distribution(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         task = torch.full((obs.shape[0],), self.task_index, dtype=torch.int64, device=obs.device)
         return self.agent.action_distribution(obs, task)  # type: ignore[attr-defined]
@@ -166,8 +169,7 @@ class TaskExperts:
     def distribution(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """Every row's own task expert's pre-tanh ``(mean, log_std)``."""
         blocks = obs.view(self.num_tasks, -1, obs.shape[-1])
-        with torch.no_grad():
-            outputs = [e.distribution(block) for e, block in zip(self.experts, blocks)]
+        outputs = [e.distribution(block) for e, block in zip(self.experts, blocks)]
         mean = torch.cat([m for m, _ in outputs]).float()
         log_std = torch.cat([s for _, s in outputs]).float()
         return mean, log_std

@@ -112,24 +112,26 @@ class MetricSums:
 
 
 class GracefulInterrupt:
-    """Turns the first Ctrl-C (SIGINT) into a flag that the loop checks between iterations,
-    so the checkpoint written on interrupt is a consistent state; a second Ctrl-C interrupts
-    at once. Only active in the main thread."""
+    """Turns the first Ctrl-C (SIGINT) or SIGTERM (e.g. a cluster stopping the job) into a
+    flag that the loop checks between iterations, so the checkpoint written on interrupt is a
+    consistent state; a second signal acts at once. Only active in the main thread."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
         self.restore()
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
 class Trainer:

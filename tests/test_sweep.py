@@ -105,19 +105,18 @@ def test_without_ray_prints_one_install_line(monkeypatch: pytest.MonkeyPatch,
 
 
 # ------------------------------------------------------ end to end, on Ray
-# Run with `pytest -m slow tests/test_sweep.py` (needs `pip install mtrl[ray]`; skipped without).
+# About 80 s for the three tests on 2 busy cores; skipped without Ray (`pip install mtrl[ray]`).
 @pytest.fixture(scope="module")
 def ray_address() -> str:
-    """A local Ray instance with 2 CPUs shared by the tests of this module (its address lets
-    a sweep in a subprocess join it with --address)."""
+    """A local Ray instance with 2 CPUs and one custom ``slot`` resource, shared by the tests
+    of this module (its address lets a sweep in a subprocess join it with --address)."""
     ray = pytest.importorskip("ray")
-    context = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                       logging_level="error")
+    context = ray.init(address="local", num_cpus=2, resources={"slot": 1},
+                       include_dashboard=False, log_to_driver=False, logging_level="error")
     yield context.address_info["gcs_address"]
     ray.shutdown()
 
 
-@pytest.mark.slow  # ~20-60 s each (Ray start, a worker process per run)
 def test_sweep_two_methods_two_seeds(ray_address: str, tmp_path: Path,
                                      capsys: pytest.CaptureFixture) -> None:
     """2 methods x 2 seeds on the fake env, through the CLI, on the 2-CPU instance."""
@@ -162,7 +161,6 @@ def test_sweep_two_methods_two_seeds(ray_address: str, tmp_path: Path,
     assert any("4/4 done, 0 running, 0 failed, 0 queued | best" in line for line in out)
 
 
-@pytest.mark.slow  # ~20-60 s each (Ray start, a worker process per run)
 def test_failed_runs_are_reported_and_others_finish(ray_address: str, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     code = main(["sweep", PRESET, "--seeds", "1", "--out", str(tmp_path),
@@ -190,12 +188,12 @@ def test_failed_runs_are_reported_and_others_finish(ray_address: str, tmp_path: 
     assert sorted(status.values()) == ["done", "failed", "failed", "failed"]
 
 
-@pytest.mark.slow  # ~20-60 s each (Ray start, a worker process per run)
 def test_killed_sweep_restarts_without_rerunning_finished(ray_address: str,
                                                           tmp_path: Path) -> None:
-    """One run at a time (cpu=2 each): kill the sweep once the short run has finished and the
-    long one has a checkpoint; the same sweep again skips the first and resumes the second."""
-    grid = ["--grid", "train.steps_per_task=60,200", "--resources", "cpu=2"]
+    """One run at a time (each needs the single ``slot``): kill the sweep once the short run
+    has finished and the long one has a checkpoint; the same sweep again skips the first and
+    resumes the second."""
+    grid = ["--grid", "train.steps_per_task=60,200", "--resources", "cpu=1,slot=1"]
     cmd = [sys.executable, "-m", "mtrl.cli", "sweep", PRESET, "--seeds", "1", "--out",
            str(tmp_path), "--address", ray_address, *grid, *TINY]
     short = tmp_path / f"{PRESET},train.steps_per_task=60" / "seed0"
@@ -215,7 +213,7 @@ def test_killed_sweep_restarts_without_rerunning_finished(ray_address: str,
 
     lines: list[str] = []
     result = sweep([PRESET], 1, parse_grid(["train.steps_per_task=60,200"]), TINY, tmp_path,
-                   resources={"cpu": 2}, print_fn=lines.append)
+                   resources={"cpu": 1, "slot": 1}, print_fn=lines.append)
     assert [r.status for r in result.runs] == ["done", "done"]
     assert result.runs[0].skipped and not result.runs[1].skipped and result.runs[1].resumed
     assert ((short / "final_eval.json").stat().st_mtime_ns, final_success(short)) == finished

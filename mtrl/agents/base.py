@@ -82,7 +82,7 @@ class Agent(abc.ABC):
                     f"task_id, or {self.obs_dim + self.num_tasks} with a one-hot task suffix"
                 )
             task = obs[:, self.obs_dim :].argmax(-1)
-            obs = obs[:, : self.obs_dim]
+            obs = np.ascontiguousarray(obs[:, : self.obs_dim])
         else:
             task = np.broadcast_to(np.asarray(task_id, dtype=np.int64), (obs.shape[0],))
         action = self.act(obs, task, deterministic)

@@ -156,7 +156,7 @@ def test_each_combiner_learns_the_fake_env(actor, critic, popart, run_dir):
         "agent.combiners.fixed.weights=[1,2,1]",
     )
     result = train(config, run_dir)
-    assert result.success_rate >= 0.8, result.per_task
+    assert result.success_rate >= 0.7, result.per_task
 
 
 @pytest.mark.slow
