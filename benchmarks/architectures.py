@@ -49,10 +49,12 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def bench(benchmark: str, repeats: int, warmup: int, device: str) -> dict:
+def bench(benchmark: str, repeats: int, warmup: int, device: str,
+          archs: tuple[str, ...] = ARCHS) -> dict:
     num_tasks = {"mt10": 10, "mt50": 50}[benchmark]
+    archs = ("multihead",) + tuple(a for a in archs if a != "multihead")
     agents, info = {}, {}
-    for arch in ARCHS:
+    for arch in archs:
         config = load_config(preset(benchmark, arch))
         agent = SAC(OBS_DIM, ACT_DIM, num_tasks, dataclasses.asdict(config.agent.network),
                     device=device, seed=0,
@@ -64,18 +66,18 @@ def bench(benchmark: str, repeats: int, warmup: int, device: str) -> dict:
                       "times_ms": []}
     batch = random_batch(num_tasks, 128, agents["multihead"].device)
     sync = torch.cuda.synchronize if agents["multihead"].device.type == "cuda" else (lambda: None)
-    for arch in ARCHS:
+    for arch in archs:
         for _ in range(warmup):
             agents[arch].update(batch)
     for _ in range(repeats):  # round-robin: load drifts affect every architecture alike
-        for arch in ARCHS:
+        for arch in archs:
             sync()
             start = time.perf_counter()
             agents[arch].update(batch)
             sync()
             info[arch]["times_ms"].append((time.perf_counter() - start) * 1e3)
     base = statistics.median(info["multihead"]["times_ms"])
-    for arch in ARCHS:
+    for arch in archs:
         times = info[arch].pop("times_ms")
         info[arch]["update_ms"] = round(statistics.median(times), 2)
         info[arch]["relative_to_multihead"] = round(statistics.median(times) / base, 2)
@@ -87,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="SAC update cost of each architecture")
     parser.add_argument("--benchmarks", nargs="+", default=["mt10", "mt50"],
                         choices=["mt10", "mt50"])
+    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
@@ -97,7 +100,8 @@ def main() -> None:
     out = {"device": args.device, "torch": torch.__version__,
            "threads": torch.get_num_threads()}
     for benchmark in args.benchmarks:
-        out[benchmark] = bench(benchmark, args.repeats, args.warmup, args.device)
+        out[benchmark] = bench(benchmark, args.repeats, args.warmup, args.device,
+                               tuple(args.archs))
     print(json.dumps(out, indent=1))
 
 

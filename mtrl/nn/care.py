@@ -154,7 +154,7 @@ class CARE(nn.Module):
         if num_experts < 1 or encoder_dim < 1 or context_dim < 1 or temperature <= 0:
             raise MtrlError("care needs positive num_experts, encoder_dim, context_dim and "
                             "temperature")
-        self.temperature = temperature
+        self.num_tasks, self.temperature = num_tasks, temperature
         self.act = make_activation(activation)
         self.context = ContextEncoder(num_tasks, context, tasks, context_dim,
                                       list(context_hidden), activation)
@@ -166,10 +166,15 @@ class CARE(nn.Module):
         self.trunk = _mlp(encoder_dim + context_dim, list(hidden_sizes), out_dim, activation)
 
     def attention_weights(self, task_id: Tensor) -> tuple[Tensor, Tensor]:
-        """``(alpha (B, k), z_ctx (B, context_dim))``; ``alpha`` rows sum to one."""
-        z_ctx = self.context(task_id)
+        """``(alpha (B, k), z_ctx (B, context_dim))``; ``alpha`` rows sum to one.
+
+        Both depend on the task only: they are computed once per task (``T`` rows) and each
+        row gathers its task's, instead of running the context MLPs once per row.
+        """
+        tasks = torch.arange(self.num_tasks, device=task_id.device)
+        z_ctx = self.context(tasks)
         alpha = F.softmax(self.attention(z_ctx.detach()) / self.temperature, dim=-1)
-        return alpha, z_ctx
+        return alpha[task_id], z_ctx[task_id]
 
     def encode(self, x: Tensor) -> Tensor:
         """The experts' encodings ``(B, k, encoder_dim)``."""

@@ -65,8 +65,12 @@ class FiLM(nn.Module):
         nn.init.zeros_(self.generator[-1].bias)
 
     def film_parameters(self, task_id: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """``[(gamma_l, beta_l)]`` for each hidden layer, each ``(B, size_l)``."""
-        out = self.generator(self.embedding(task_id))
+        """``[(gamma_l, beta_l)]`` for each hidden layer, each ``(B, size_l)``.
+
+        The generator depends on the task only: it runs once per task (``T`` rows) and each
+        row gathers its task's output, instead of running once per row.
+        """
+        out = self.generator(self.embedding.weight)[task_id]
         gammas, betas = out.split(sum(self.sizes), dim=-1)
         return [(1.0 + g, b) for g, b in zip(gammas.split(self.sizes, -1),
                                              betas.split(self.sizes, -1))]

@@ -63,6 +63,8 @@ class MeanCombiner(GradientCombiner):
 COMBINERS: dict[str, Callable[..., GradientCombiner]] = {
     "mean": MeanCombiner,
 }
+"""Name -> combiner class; ``mtrl.optim`` registers pcgrad, cagrad, gradnorm, uncertainty, famo
+and fixed (their modules import this one)."""
 
 
 def build_combiner(name: str, num_tasks: int, **options: Any) -> GradientCombiner:

@@ -1,6 +1,7 @@
 """Distral: the regularised targets and losses, pi_0's distillation gradient, the two-column
 policy, which policy acts, config routing, save/load, and learning the fake env."""
 
+import json
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from mtrl.agents import SAC, Distral, build_agent, load_agent
 from mtrl.agents.kl import gaussian_kl
 from mtrl.agents.policy import rsample
+from mtrl.cli import main
 from mtrl.config import load_config
 from mtrl.data import Batch
 from mtrl.errors import MtrlError
@@ -191,3 +193,10 @@ def test_distral_learns_the_fake_env_with_its_shared_policy(tmp_path):
     ])
     result = train(config, tmp_path / "run")  # evaluated with pi_0 (eval_policy=shared)
     assert result.success_rate >= 0.9, result.per_task
+    # `mtrl eval` uses pi_0 by default (the same numbers), the task policies on request
+    for extra, name in (([], "shared.json"), (["--policy", "task"], "task.json")):
+        assert main(["eval", str(tmp_path / "run"), "--episodes", "10", "--device", "cpu",
+                     "--json", str(tmp_path / name), *extra]) == 0
+    shared = json.loads((tmp_path / "shared.json").read_text())
+    assert shared["per_task"] == result.per_task
+    assert json.loads((tmp_path / "task.json").read_text())["success_rate"] >= 0.9

@@ -35,6 +35,15 @@ TINY = {  # small but structurally complete versions
 TASK_SPECS = {3: "reach-v3,push-v3,pick-place-v3", 10: "MT10", 50: "MT50"}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These small networks run as fast on one thread, and do not stall on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def spec(kind: str, num_tasks: int = 10, hidden=(16, 16), **options) -> dict:
     opts = dict(TINY[kind], **options)
     if kind == "care" and opts.get("context", "language") == "language":
@@ -395,17 +404,8 @@ LEARN = {  # tiny versions, and steps per task that each needs on the 2-task fak
 }
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks run as fast on one thread, and do not stall when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("kind", ARCHS)
-def test_each_architecture_learns_the_fake_env(kind, run_dir, one_thread):
+def test_each_architecture_learns_the_fake_env(kind, run_dir):
     from mtrl.agents import build_agent
     from mtrl.train import evaluate_agent, make_eval_env, train
 
