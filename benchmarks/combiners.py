@@ -9,6 +9,7 @@ keeps `mean`; the others run on both.
 
     python benchmarks/combiners.py --tasks 10 --rounds 20
     python benchmarks/combiners.py --tasks 10 50 --variants mean pcgrad --device cuda
+    python benchmarks/combiners.py --threads 1 --clock cpu   # on a busy shared CPU machine
 
 Prints one JSON object.
 """
@@ -62,19 +63,20 @@ def sync(device: str) -> None:
 
 
 def measure(num_tasks: int, variants: list[str], rounds: int, warmup: int, per_task: int,
-            hidden: list[int], device: str) -> dict:
+            hidden: list[int], device: str, clock: str = "wall") -> dict:
     agents = {v: make_agent(v, num_tasks, hidden, device) for v in variants}
     batches = [random_batch(num_tasks, per_task, device, seed) for seed in range(4)]
     times: dict[str, list[float]] = {v: [] for v in variants}
     for r in range(warmup + rounds):
         for v, agent in agents.items():
             batch = batches[r % len(batches)]
+            timer = time.perf_counter if clock == "wall" else time.process_time
             sync(device)
-            start = time.perf_counter()
+            start = timer()
             agent.update(batch)
             sync(device)
             if r >= warmup:
-                times[v].append(time.perf_counter() - start)
+                times[v].append(timer() - start)
     median = {v: statistics.median(t) for v, t in times.items()}
     best = {v: min(t) for v, t in times.items()}
     return {
@@ -97,17 +99,21 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[400, 400, 400])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: process CPU time, robust to other load on a shared CPU "
+                             "machine (use with --threads 1)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = args.variants if "mean" in args.variants else ["mean", *args.variants]
     results = [measure(t, variants, args.rounds, args.warmup, args.per_task, args.hidden,
-                       args.device) for t in args.tasks]
+                       args.device, args.clock) for t in args.tasks]
     print(json.dumps({
         "benchmark": "sac_update_per_combiner",
         "device": args.device,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "clock": args.clock,
         "machine": platform.processor() or platform.machine(),
         "hidden": args.hidden,
         "rounds": args.rounds,

@@ -15,7 +15,8 @@ def add_expert(sub: argparse._SubParsersAction) -> None:
         description="Train SB3 SAC on one Meta-World v3 task (goals resampled every episode), "
                     "save expert.zip and its success rate (official protocol). Overrides: "
                     "sac.learning_rate=..., sac.net_arch=[400,400], replay.batch_per_task=..., "
-                    "env.tasks=MT10 (take the task's goals from a benchmark), ...")
+                    "train.eval_every=...; env.tasks=SPEC takes TASK from another task list "
+                    "(default: TASK alone, as MT1).")
     p.add_argument("task", metavar="TASK", help="a v3 task name, e.g. reach-v3")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--run-dir", type=Path, default=None,

@@ -37,3 +37,15 @@ def fake_config(*overrides: str, preset: str = "mt10_mtmhsac") -> Config:
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny test networks gain nothing from intra-op threads, and on a busy 2-core machine
+    OpenMP spinning between threads and env workers makes runs many times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
