@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mtrl.agents.policy import rsample
 from mtrl.checkpoint import atomic_save, load_file
 from mtrl.errors import MtrlError
 
@@ -36,9 +37,26 @@ class Agent(abc.ABC):
         if "name" in cls.__dict__:
             AGENT_CLASSES[cls.name] = cls
 
+    generator: torch.Generator
+
     @abc.abstractmethod
+    def action_distribution(self, obs: Tensor, task_id: Tensor) -> tuple[Tensor, Tensor]:
+        """Pre-tanh ``(mean, log_std)`` of the policy that is evaluated (deterministic acts)."""
+
+    def behaviour_distribution(self, obs: Tensor, task_id: Tensor) -> tuple[Tensor, Tensor]:
+        """Pre-tanh ``(mean, log_std)`` of the policy that collects data (default: the same)."""
+        return self.action_distribution(obs, task_id)
+
     def act_tensor(self, obs: Tensor, task_id: Tensor, deterministic: bool) -> Tensor:
-        """Actions ``(N, act_dim)`` for a batch on the agent's device (no autograd)."""
+        """Actions ``(N, act_dim)`` for a batch on the agent's device (no autograd):
+        ``tanh(mean)`` when deterministic, else a tanh-Gaussian sample from the agent's
+        generator."""
+        if deterministic:
+            return torch.tanh(self.action_distribution(obs, task_id)[0])
+        noise = torch.randn(
+            obs.shape[0], self.act_dim, device=self.device, generator=self.generator
+        )
+        return rsample(*self.behaviour_distribution(obs, task_id), noise)[0]
 
     @abc.abstractmethod
     def update(self, batch: Any) -> dict[str, Tensor]:

@@ -95,14 +95,6 @@ class Student(Agent):
         """Pre-tanh ``(mean, log_std)`` of the student."""
         return self.policy(obs, task_id)
 
-    def act_tensor(self, obs: Tensor, task_id: Tensor, deterministic: bool) -> Tensor:
-        if deterministic:
-            return self.policy.mode(obs, task_id)
-        noise = torch.randn(
-            obs.shape[0], self.act_dim, device=self.device, generator=self.generator
-        )
-        return self.policy.sample(obs, task_id, noise)[0]
-
     def distill_loss(self, batch: LabelledBatch) -> TaskLoss:
         """Per-task distillation loss; aux columns: ``(kl, action_mse)`` per row."""
         use_kl = self.loss == "kl"

@@ -170,13 +170,9 @@ class Distral(SAC):
         return self.actor.task_policy(obs, task_id)
 
     # ------------------------------------------------------------------ acting
-    def act_tensor(self, obs: Tensor, task_id: Tensor, deterministic: bool) -> Tensor:
-        if deterministic:
-            return torch.tanh(self.action_distribution(obs, task_id)[0])
-        noise = torch.randn(
-            obs.shape[0], self.act_dim, device=self.device, generator=self.generator
-        )
-        return rsample(*self.actor.task_policy(obs, task_id), noise)[0]
+    def behaviour_distribution(self, obs: Tensor, task_id: Tensor) -> tuple[Tensor, Tensor]:
+        """Data is collected with the task policies."""
+        return self.actor.task_policy(obs, task_id)
 
     # ---------------------------------------------------------------- learning
     def policy_sample(self, policy_output: tuple[Tensor, ...], noise: Tensor,

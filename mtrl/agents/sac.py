@@ -154,14 +154,6 @@ class SAC(Agent):
         """Pre-tanh ``(mean, log_std)`` of the policy (e.g. to use the agent as an expert)."""
         return self.actor(obs, task_id)
 
-    def act_tensor(self, obs: Tensor, task_id: Tensor, deterministic: bool) -> Tensor:
-        if deterministic:
-            return self.actor.mode(obs, task_id)
-        noise = torch.randn(
-            obs.shape[0], self.act_dim, device=self.device, generator=self.generator
-        )
-        return self.actor.sample(obs, task_id, noise)[0]
-
     # ---------------------------------------------------------------- learning
     def task_weights(self) -> Tensor | None:
         """Per-task loss weights (``softmax(-log alpha)``) when temperature weighting is on."""
