@@ -33,9 +33,10 @@ from mtrl.data import MultiTaskReplay
 from mtrl.envs import MultiTaskVectorEnv
 from mtrl.evaluation import EvalResult, evaluate
 from mtrl.experts import TaskExperts, load_experts
-from mtrl.logging import MetricsLogger, flatten_metrics, progress_bar
+from mtrl.logging import MetricsLogger, progress_bar
 from mtrl.train import (CONFIG_FILE, FINAL_EVAL_FILE, EpisodeStats, GracefulInterrupt,
-                        MetricSums, Trainer, evaluate_agent, make_eval_env, make_train_env)
+                        MetricSums, Trainer, evaluate_agent, make_eval_env, make_train_env,
+                        step_and_learn, training_scalars)
 
 EXPERT_EVAL_FILE = "expert_eval.json"
 
@@ -147,14 +148,8 @@ class Distiller(Trainer):
                 while vec_step < total:
                     learning = vec_step >= warmup
                     actions = self._act(student, experts, obs, task_t, by_expert, deterministic)
-                    if learning and cfg.train.overlap:  # workers step while the student learns
-                        env.step_async(actions)
-                        learn()
-                        result = env.step_wait()
-                    else:
-                        result = env.step(actions)
-                        if learning:
-                            learn()
+                    result = step_and_learn(env, actions, learn if learning else None,
+                                            cfg.train.overlap)
                     replay.add(obs, actions, result.reward, result.final_obs,
                                result.terminated, env.task_id)
                     stats.record(result.reward, result.success, result.done, env.task_id,
@@ -168,12 +163,9 @@ class Distiller(Trainer):
                         by_expert[done] = rng.random(int(done.sum())) < expert_fraction(cfg, step)
                     if every(cfg.log.every) or vec_step == total:
                         now = time.perf_counter()
-                        scalars = flatten_metrics(sums.pop_means(), env.task_names, "train/")
-                        scalars.update(flatten_metrics(stats.pop(), env.task_names, "train/"))
-                        scalars["train/expert_fraction"] = expert_fraction(cfg, step)
                         rate = (vec_step - clock_step) * env.num_envs / max(now - clock, 1e-9)
-                        scalars["time/env_steps_per_s"] = rate
-                        scalars["train/replay_size"] = float(len(replay))
+                        scalars = training_scalars(sums, stats, env.task_names, rate, len(replay))
+                        scalars["train/expert_fraction"] = expert_fraction(cfg, step)
                         logger.log(step, scalars, step * env.num_tasks)
                         clock, clock_step = now, vec_step
                     if every(cfg.train.eval_every) and vec_step < total:

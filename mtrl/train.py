@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from mtrl.agents import Agent, build_agent, resolve_device
 from mtrl.checkpoint import CHECKPOINT_NAME, atomic_save, load_file
 from mtrl.config import Config, from_dict, to_dict, to_yaml
 from mtrl.data import MultiTaskReplay
-from mtrl.envs import MultiTaskVectorEnv, make_vector_env
+from mtrl.envs import MultiTaskVectorEnv, StepResult, make_vector_env
 from mtrl.errors import MtrlError
 from mtrl.evaluation import EvalResult, evaluate
 from mtrl.logging import MetricsLogger, flatten_metrics, progress_bar, success_line
@@ -91,6 +91,30 @@ class EpisodeStats:
         self.finished_success[:] = 0
         self.finished_count[:] = 0
         return out
+
+
+def step_and_learn(env: MultiTaskVectorEnv, actions: np.ndarray,
+                   learn: Callable[[], None] | None, overlap: bool) -> StepResult:
+    """One vector step, with the learner's updates (``learn``, if any) run while the worker
+    processes step the envs when ``overlap`` is on, after the step otherwise."""
+    if learn is not None and overlap:
+        env.step_async(actions)
+        learn()
+        return env.step_wait()
+    result = env.step(actions)
+    if learn is not None:
+        learn()
+    return result
+
+
+def training_scalars(sums: "MetricSums", stats: "EpisodeStats", task_names: list[str],
+                     env_steps_per_s: float, replay_size: int) -> dict[str, float]:
+    """The scalars logged at each log interval (update means, episode stats, rates)."""
+    scalars = flatten_metrics(sums.pop_means(), task_names, "train/")
+    scalars.update(flatten_metrics(stats.pop(), task_names, "train/"))
+    scalars["time/env_steps_per_s"] = env_steps_per_s
+    scalars["train/replay_size"] = float(replay_size)
+    return scalars
 
 
 class MetricSums:
@@ -219,15 +243,8 @@ class Trainer:
                         actions = rng.uniform(-1, 1, (env.num_envs, env.act_dim))
                     else:
                         actions = agent.act(obs, env.task_id)
-                    if learning and cfg.train.overlap:
-                        # workers step the envs while the learner updates
-                        env.step_async(actions)
-                        learn()
-                        result = env.step_wait()
-                    else:
-                        result = env.step(actions)
-                        if learning:
-                            learn()
+                    result = step_and_learn(env, actions, learn if learning else None,
+                                            cfg.train.overlap)
                     replay.add(obs, actions, result.reward, result.final_obs,
                                result.terminated, env.task_id)
                     stats.record(result.reward, result.success, result.done, env.task_id,
@@ -238,11 +255,8 @@ class Trainer:
                     step = vec_step * per_step
                     if every(cfg.log.every) or vec_step == total:
                         now = time.perf_counter()
-                        scalars = flatten_metrics(sums.pop_means(), env.task_names, "train/")
-                        scalars.update(flatten_metrics(stats.pop(), env.task_names, "train/"))
                         rate = (vec_step - clock_step) * env.num_envs / max(now - clock, 1e-9)
-                        scalars["time/env_steps_per_s"] = rate
-                        scalars["train/replay_size"] = float(len(replay))
+                        scalars = training_scalars(sums, stats, env.task_names, rate, len(replay))
                         logger.log(step, scalars, step * env.num_tasks)
                         clock, clock_step = now, vec_step
                     if affinity is not None and vec_step > warmup \
