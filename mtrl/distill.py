@@ -169,7 +169,7 @@ class Distiller(Trainer):
                         logger.log(step, scalars, step * env.num_tasks)
                         clock, clock_step = now, vec_step
                     if every(cfg.train.eval_every) and vec_step < total:
-                        eval_env = eval_env or make_eval_env(cfg)  # type: ignore[arg-type]
+                        eval_env = eval_env or make_eval_env(cfg, env)  # type: ignore[arg-type]
                         self._log_eval(evaluate_agent(student, eval_env, cfg.train.eval_episodes,
                                                       step), logger, bar, env.num_tasks)
                     if every(cfg.train.checkpoint_every) and vec_step < total:
@@ -183,7 +183,7 @@ class Distiller(Trainer):
             finally:
                 stop.restore()
             bar.close()
-            eval_env = eval_env or make_eval_env(cfg)  # type: ignore[arg-type]
+            eval_env = eval_env or make_eval_env(cfg, env)  # type: ignore[arg-type]
             final = evaluate_agent(student, eval_env, cfg.train.eval_episodes, total * per_step)
             self._log_eval(final, logger, None, env.num_tasks)
             expert_result = None

@@ -3,7 +3,8 @@
 Deterministic (mean) actions; ``episodes`` episodes per task, episode k of a task using goal
 ``k mod num_goals`` (goals enumerated, 50 per task); an episode is a success if the env's
 ``success`` flag was 1 at any step, and stops at the first success; the per-task success rate
-and its mean over tasks are reported. Runs on its own envs, separate from the training envs.
+and its mean over tasks are reported. Runs on its own envs, separate from the training envs
+(which may share their worker processes), on the training goals.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from typing import Callable
 import numpy as np
 
 from mtrl.envs import MultiTaskVectorEnv
+
+EVAL_SEED_OFFSET = 10_000
+"""Evaluation envs are seeded ``train.seed + EVAL_SEED_OFFSET``; their goals are the training
+goals (seeded ``train.seed``), as in Meta-World's own evaluation."""
 
 Policy = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``policy(obs (N, obs_dim), task_id (N,)) -> actions (N, act_dim)``, deterministic."""

@@ -29,7 +29,7 @@ from mtrl.checkpoint import CHECKPOINT_NAME, load_file
 from mtrl.config import DistillOptions, ExpertConfig, to_yaml
 from mtrl.envs import MultiTaskVectorEnv, make_vector_env, resolve_tasks
 from mtrl.errors import MtrlError
-from mtrl.evaluation import EvalResult, evaluate
+from mtrl.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
 from mtrl.logging import MetricsLogger, progress_bar
 
 EXPERT_FILE = "expert.zip"
@@ -317,12 +317,13 @@ def train_expert(config: ExpertConfig, run_dir: str | Path) -> EvalResult:
     (run_dir / "config.yaml").write_text(to_yaml(config))
     env_cfg, train_cfg = config.env, config.train
 
-    def make_env(envs_per_task: int, seed: int) -> MultiTaskVectorEnv:
-        return make_vector_env(spec, envs_per_task, seed, env_cfg.num_workers, env_cfg.mode,
-                               env_cfg.max_episode_steps)
-
-    gym_env = TaskGymEnv(make_env(1, train_cfg.seed), task_index)
-    eval_env = make_env(env_cfg.eval_envs_per_task, train_cfg.seed + 10_000)
+    train_env = make_vector_env(spec, 1, train_cfg.seed, env_cfg.num_workers, env_cfg.mode,
+                                env_cfg.max_episode_steps)
+    gym_env = TaskGymEnv(train_env, task_index)
+    eval_env = make_vector_env(spec, env_cfg.eval_envs_per_task,
+                               train_cfg.seed + EVAL_SEED_OFFSET, env_cfg.num_workers,
+                               env_cfg.mode, env_cfg.max_episode_steps,
+                               goal_seed=train_cfg.seed, share_workers_with=train_env)
     logger = MetricsLogger(run_dir, [config.task], config.log.tensorboard)
     try:
         model = SAC(

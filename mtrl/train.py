@@ -28,7 +28,7 @@ from mtrl.config import Config, from_dict, to_dict, to_yaml
 from mtrl.data import MultiTaskReplay
 from mtrl.envs import MultiTaskVectorEnv, StepResult, make_vector_env
 from mtrl.errors import MtrlError
-from mtrl.evaluation import EvalResult, evaluate
+from mtrl.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
 from mtrl.logging import MetricsLogger, flatten_metrics, progress_bar, success_line
 
 CONFIG_FILE = "config.yaml"
@@ -42,11 +42,16 @@ def make_train_env(config: Config) -> MultiTaskVectorEnv:
                            env.mode, env.max_episode_steps)
 
 
-def make_eval_env(config: Config) -> MultiTaskVectorEnv:
-    """Evaluation envs: separate from the training envs, with their own seed."""
+def make_eval_env(config: Config, train_env: MultiTaskVectorEnv | None = None
+                  ) -> MultiTaskVectorEnv:
+    """Evaluation envs: separate from the training envs and seeded apart from them, on the
+    training goals (as Meta-World's evaluation does); stepped in ``train_env``'s worker
+    processes when given, so that evaluation starts no processes of its own."""
     env = config.env
-    return make_vector_env(env.tasks, env.eval_envs_per_task, config.train.seed + 10_000,
-                           env.num_workers, env.mode, env.max_episode_steps)
+    return make_vector_env(env.tasks, env.eval_envs_per_task,
+                           config.train.seed + EVAL_SEED_OFFSET, env.num_workers, env.mode,
+                           env.max_episode_steps, goal_seed=config.train.seed,
+                           share_workers_with=train_env)
 
 
 def evaluate_agent(agent: Agent, env: MultiTaskVectorEnv, episodes: int, step: int) -> EvalResult:
@@ -263,7 +268,7 @@ class Trainer:
                             and every(cfg.train.affinity_every):
                         affinity.measure(agent, replay, step, logger)
                     if every(cfg.train.eval_every) and vec_step < total:
-                        eval_env = eval_env or make_eval_env(cfg)
+                        eval_env = eval_env or make_eval_env(cfg, env)
                         self._log_eval(evaluate_agent(agent, eval_env, cfg.train.eval_episodes,
                                                       step), logger, bar, env.num_tasks)
                     if every(cfg.train.checkpoint_every) and vec_step < total:
@@ -277,7 +282,7 @@ class Trainer:
             finally:
                 stop.restore()
             bar.close()
-            eval_env = eval_env or make_eval_env(cfg)
+            eval_env = eval_env or make_eval_env(cfg, env)
             final = evaluate_agent(agent, eval_env, cfg.train.eval_episodes, total * per_step)
             self._log_eval(final, logger, None, env.num_tasks)
             self._save(agent, replay, env, vec_step, rng, sampler)

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from mtrl.config import Config
 
 GL_BACKENDS = ("egl", "osmesa")
-EVAL_SEED_OFFSET = 10_000  # evaluation envs use train.seed + 10_000 (see mtrl.train.make_eval_env)
 SUCCESS_RGB = (40, 200, 60)
 FAILURE_RGB = (220, 40, 40)
 BORDER = 5
@@ -381,7 +380,8 @@ def record_videos(policy: Policy, tasks: str | Sequence[str], out_dir: str | Pat
 
 def record_agent_videos(agent: Agent, config: Config, out_dir: str | Path,
                         **options) -> list[VideoResult]:
-    """Videos of ``agent``'s deterministic policy on the evaluation goals of ``config``."""
+    """Videos of ``agent``'s deterministic policy on the evaluation goals of ``config`` (the
+    training goals, seeded by ``train.seed``; see :func:`mtrl.train.make_eval_env`)."""
     return record_videos(lambda o, t: agent.act(o, t, deterministic=True), config.env.tasks,
-                         out_dir, seed=config.train.seed + EVAL_SEED_OFFSET,
+                         out_dir, seed=config.train.seed,
                          max_episode_steps=config.env.max_episode_steps, **options)

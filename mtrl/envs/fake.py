@@ -25,8 +25,9 @@ class FakeMultiTaskVectorEnv:
     ``num_goals`` (50) seeded goals: centre + an offset of norm <= 0.05, sampled at every reset.
     ``obs = (x, y, offset_x, offset_y, steps / max_episode_steps, 1)``; ``reward = -distance``;
     ``success = distance < 0.1``. Same autoreset / mask / goal_index / terminate-on-success /
-    state semantics as :class:`~mtrl.envs.metaworld_env.MetaWorldVectorEnv`; fully vectorized
-    (``num_workers`` and ``mode`` are accepted and ignored). Random actions succeed in ~4% of
+    state semantics as :class:`~mtrl.envs.metaworld_env.MetaWorldVectorEnv` (``goal_seed``,
+    default ``seed``, seeds the goal set alone); fully vectorized (``num_workers`` and ``mode``
+    are accepted and ignored). Random actions succeed in ~4% of
     episodes; moving straight at the goal succeeds in ~7 steps.
     """
 
@@ -42,11 +43,13 @@ class FakeMultiTaskVectorEnv:
         max_episode_steps: int = 50,
         num_workers: int | None = None,
         mode: str = "sync",
+        goal_seed: int | None = None,
     ) -> None:
-        if num_tasks < 1 or envs_per_task < 1 or max_episode_steps < 1 or seed < 0:
+        goal_seed = seed if goal_seed is None else goal_seed
+        if num_tasks < 1 or envs_per_task < 1 or max_episode_steps < 1 or min(seed, goal_seed) < 0:
             raise EnvError(
-                "need num_tasks, envs_per_task, max_episode_steps >= 1 and seed >= 0, got "
-                f"{num_tasks}, {envs_per_task}, {max_episode_steps}, {seed}"
+                "need num_tasks, envs_per_task, max_episode_steps >= 1 and seeds >= 0, got "
+                f"{num_tasks}, {envs_per_task}, {max_episode_steps}, {seed}, goal seed {goal_seed}"
             )
         self.task_names = fake_task_names(num_tasks)
         self.num_tasks = num_tasks
@@ -59,8 +62,8 @@ class FakeMultiTaskVectorEnv:
 
         angle = 2.0 * np.pi * np.arange(num_tasks) / num_tasks
         self.task_centres = _GOAL_RADIUS * np.stack([np.cos(angle), np.sin(angle)], axis=1)
-        goal_seed, sample_seed = np.random.SeedSequence(seed).spawn(2)
-        goal_rng = np.random.default_rng(goal_seed)
+        goal_rng = np.random.default_rng(np.random.SeedSequence(goal_seed).spawn(2)[0])
+        sample_seed = np.random.SeedSequence(seed).spawn(2)[1]
         radius = _OFFSET_RADIUS * np.sqrt(goal_rng.random((num_tasks, self.num_goals)))
         theta = 2.0 * np.pi * goal_rng.random((num_tasks, self.num_goals))
         self.goal_offsets = np.stack([radius * np.cos(theta), radius * np.sin(theta)], axis=-1)

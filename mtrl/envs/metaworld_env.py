@@ -16,7 +16,7 @@ import numpy as np
 
 from mtrl.envs.base import StepResult
 from mtrl.envs.tasks import EnvError, is_fake, resolve_tasks
-from mtrl.envs.workers import InlinePool, Layout, WorkerPool, split_range
+from mtrl.envs.workers import InlinePool, Layout, WorkerGroup, WorkerPool, split_range
 
 if TYPE_CHECKING:
     from metaworld.types import Task
@@ -197,9 +197,14 @@ class MetaWorldVectorEnv:
     ``np.random.Generator``; env seeds and goal RNGs derive from ``seed`` and the env index only,
     so results do not depend on ``mode`` or ``num_workers``.
 
+    ``goal_seed`` (default ``seed``) seeds the goal set alone: an evaluation env uses the
+    training env's goals (as Meta-World's own evaluation does) with its own env seeds.
+
     ``mode="async"`` (default) steps contiguous blocks of envs in ``num_workers`` worker
     processes (default: one per core, at most ``num_envs``) over shared memory; ``"sync"`` steps
-    them in this process (``num_workers`` is then 0). Episodes are truncated at
+    them in this process (``num_workers`` is then 0). ``share_workers_with`` (an async env)
+    places this env's envs in that env's worker processes instead of starting new ones (closing
+    this env then leaves them running; closing that one stops them). Episodes are truncated at
     ``max_episode_steps``; ``terminated`` is True only with :meth:`set_terminate_on_success`.
     A dead or failing worker raises :class:`EnvError` (after at most ``timeout_s`` for a hung one)
     and closes the env. Use as a context manager or call :meth:`close`.
@@ -217,14 +222,16 @@ class MetaWorldVectorEnv:
         mode: str = "async",
         max_episode_steps: int = 500,
         timeout_s: float = 300.0,
+        goal_seed: int | None = None,
+        share_workers_with: MetaWorldVectorEnv | None = None,
     ) -> None:
         names = resolve_tasks(task_names)
         if is_fake(names):
             raise EnvError(f"{names[0]!r} is a fake task; use FakeMultiTaskVectorEnv")
-        if envs_per_task < 1 or max_episode_steps < 1 or seed < 0:
+        if envs_per_task < 1 or max_episode_steps < 1 or seed < 0 or (goal_seed or 0) < 0:
             raise EnvError(
-                "need envs_per_task >= 1, max_episode_steps >= 1 and seed >= 0, got "
-                f"{envs_per_task}, {max_episode_steps}, {seed}"
+                "need envs_per_task >= 1, max_episode_steps >= 1 and seeds >= 0, got "
+                f"{envs_per_task}, {max_episode_steps}, {seed}, goal seed {goal_seed}"
             )
         if mode not in ("async", "sync"):
             raise EnvError(f"mode must be 'async' or 'sync', got {mode!r}")
@@ -240,11 +247,16 @@ class MetaWorldVectorEnv:
         self.task_id = np.repeat(np.arange(self.num_tasks, dtype=np.int64), envs_per_task)
         self.task_id.flags.writeable = False
 
+        shared_pool = None
+        if mode == "async" and share_workers_with is not None:
+            shared_pool = share_workers_with.worker_pool
         if mode == "sync":
             self.num_workers = 0
             ranges = [(0, self.num_envs)]
         else:
-            self.num_workers = min(num_workers or default_num_workers(self.num_envs), self.num_envs)
+            pool_size = shared_pool.num_workers if shared_pool is not None else (
+                num_workers or default_num_workers(self.num_envs))
+            self.num_workers = min(pool_size, self.num_envs)
             ranges = split_range(self.num_envs, self.num_workers)
         seeds = [np.random.SeedSequence(seed, spawn_key=(i,)).spawn(2) for i in range(self.num_envs)]
         specs = [
@@ -260,13 +272,21 @@ class MetaWorldVectorEnv:
         ]
         factories = [functools.partial(MetaWorldBlock, spec) for spec in specs]
         layout = _layout(self.num_envs)
-        self._pool: WorkerPool | InlinePool
+        self._pool: WorkerGroup | InlinePool
         if mode == "sync":
             self._pool = InlinePool(factories, ranges, layout)
         else:  # workers build their envs while this process generates the goals
-            self._pool = WorkerPool(factories, ranges, layout, timeout_s=timeout_s)
+            pool = shared_pool or WorkerPool(self.num_workers, timeout_s=timeout_s)
+            try:
+                self._pool = pool.add_group(factories, ranges, layout)
+            except BaseException:
+                if shared_pool is None:
+                    pool.close()
+                raise
+            self._pool.owns_pool = shared_pool is None
         try:
-            self.task_goals: list[list[Task]] = make_goal_tasks(names, seed)
+            self.task_goals: list[list[Task]] = make_goal_tasks(
+                names, seed if goal_seed is None else goal_seed)
             self._pool.wait()
             goals = dict(zip(names, self.task_goals))
             self._pool.call(
@@ -284,6 +304,12 @@ class MetaWorldVectorEnv:
     def worker_pids(self) -> list[int]:
         """Process ids of the worker processes (empty in sync mode)."""
         return self._pool.pids
+
+    @property
+    def worker_pool(self) -> WorkerPool | None:
+        """The worker processes this env steps in (``None`` in sync mode), for other envs to
+        share (``share_workers_with``)."""
+        return self._pool.pool if isinstance(self._pool, WorkerGroup) else None
 
     def reset(self, goal_index: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Reset every env (goal ``goal_index[i]``, or sampled); returns ``obs (N, 39) float32``."""

@@ -2,13 +2,14 @@
 
 A *block* is any object that owns a contiguous range of envs and reads/writes its rows of a
 set of named numpy arrays (actions in; observations, rewards, flags out). A
-:class:`WorkerPool` runs one block per ``spawn``-ed worker process over arrays that live in one
-``multiprocessing.shared_memory`` segment; per step the parent sends one byte to every worker
-and waits for one byte back, so no array is ever pickled on the hot path. An
-:class:`InlinePool` runs the same blocks in the calling process (``mode="sync"``), which makes
-both modes produce identical numbers.
+:class:`WorkerPool` is a set of ``spawn``-ed worker processes; each vector env places one
+block per worker in it as a :class:`WorkerGroup` over its own ``multiprocessing.shared_memory``
+segment, so training and evaluation envs share the same processes. Per step the parent sends
+two bytes to every worker and waits for one byte back, so no array is ever pickled on the hot
+path. An :class:`InlinePool` runs the same blocks in the calling process (``mode="sync"``),
+which makes both modes produce identical numbers.
 
-Any other command is a method call on the block: ``pool.call("reset", args_per_block)``.
+Any other command is a method call on the block: ``group.call("reset", args_per_block)``.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ class Block(Protocol):
 BlockFactory = Callable[[dict[str, np.ndarray]], Block]
 """Builds a block over the full-size arrays; must pickle (it is sent to a worker)."""
 
-_STEP = b"s"
-_CALL = b"c"
+_STEP = b"s"  # + group byte
+_CALL = b"c"  # + pickle((group, method, args))
+_ADD = b"a"  # + pickle((group, shm name, layout, factory))
+_DROP = b"d"  # + group byte
 _CLOSE = b"q"
 _OK = b"k"
 _VALUE = b"v"
@@ -100,43 +103,60 @@ class SharedArrays:
                 self._shm.unlink()
 
 
-def worker_main(conn: Connection, shm_name: str, layout: Layout, factory: BlockFactory) -> None:
-    """Entry point of a worker process: build the block, then serve commands until told to quit.
+def worker_main(conn: Connection) -> None:
+    """Entry point of a worker process: serve commands until told to quit.
 
-    Replies: ``_OK`` (done), ``_VALUE + pickle`` (a call's result) or ``_ERROR + text``.
+    A worker hosts any number of *groups* (one block over one shared-memory segment each), so
+    that several vector envs (training and evaluation) share the same processes. Replies:
+    ``_OK`` (done), ``_VALUE + pickle`` (a call's result) or ``_ERROR + text``.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if "torch" in sys.modules:  # imported by the parent's __main__; keep the worker single-threaded
         sys.modules["torch"].set_num_threads(1)
-    shared = SharedArrays(layout, name=shm_name)
-    try:
-        block = factory(shared.arrays)
-    except Exception as exc:
-        conn.send_bytes(_ERROR + _describe(exc).encode())
-        shared.close()
-        return
-    conn.send_bytes(_OK)
+    groups: dict[int, tuple[Block, SharedArrays]] = {}
     try:
         while True:
             try:
                 message = conn.recv_bytes()
             except EOFError:  # parent is gone
                 break
-            if message == _CLOSE:
+            kind = message[:1]
+            if kind == _CLOSE:
                 break
             try:
-                if message == _STEP:
-                    block.step()
-                    reply = _OK
-                else:
-                    method, args = pickle.loads(message[1:])
-                    reply = _VALUE + pickle.dumps(getattr(block, method)(*args))
+                reply = _serve(groups, kind, message[1:])
             except Exception as exc:
                 reply = _ERROR + _describe(exc).encode()
             conn.send_bytes(reply)
     finally:
+        for block, shared in groups.values():
+            block.close()
+            shared.close()
+
+
+def _serve(groups: dict[int, tuple[Block, SharedArrays]], kind: bytes, body: bytes) -> bytes:
+    """Run one command in a worker; returns the reply."""
+    if kind == _STEP:
+        groups[body[0]][0].step()
+        return _OK
+    if kind == _CALL:
+        group, method, args = pickle.loads(body)
+        return _VALUE + pickle.dumps(getattr(groups[group][0], method)(*args))
+    if kind == _ADD:
+        group, shm_name, layout, factory = pickle.loads(body)
+        shared = SharedArrays(layout, name=shm_name)
+        try:
+            groups[group] = (factory(shared.arrays), shared)
+        except BaseException:
+            shared.close()
+            raise
+        return _OK
+    if kind == _DROP:
+        block, shared = groups.pop(body[0])
         block.close()
         shared.close()
+        return _OK
+    raise EnvError(f"unknown worker command {kind!r}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -164,9 +184,9 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def _shutdown(
-    processes: list[mp.process.BaseProcess], conns: list[Connection], shared: SharedArrays
+    processes: list[mp.process.BaseProcess], conns: list[Connection], segments: list[SharedArrays]
 ) -> None:
-    """Stop the workers (politely, then by force) and free the shared memory."""
+    """Stop the workers (politely, then by force) and free every group's shared memory."""
     for conn in conns:
         with contextlib.suppress(OSError):
             conn.send_bytes(_CLOSE)
@@ -179,53 +199,51 @@ def _shutdown(
             process.join(1.0)
     for conn in conns:
         conn.close()
-    shared.close()
+    for shared in segments:
+        shared.close()
+    segments.clear()
 
 
 class WorkerPool:
-    """One ``spawn``-ed worker process per block; arrays in shared memory.
+    """``num_workers`` ``spawn``-ed worker processes that host groups of env blocks.
 
-    Construction starts the workers and returns at once (the blocks build in the background);
-    the first :meth:`wait` collects their "ready" replies. Any failure (a worker that died, an
-    exception inside an env, no answer within ``timeout_s``) shuts the pool down and raises
-    :class:`EnvError`; the pool is unusable afterwards.
+    :meth:`add_group` places one block per worker over a new shared-memory segment and
+    returns a :class:`WorkerGroup`, the handle a vector env steps and calls; training and
+    evaluation envs can so share one set of processes. Any failure (a worker that died, an
+    exception inside an env, no answer within ``timeout_s``) shuts the whole pool down and
+    raises :class:`EnvError`; the pool is unusable afterwards.
     """
 
-    def __init__(
-        self,
-        factories: Sequence[BlockFactory],
-        ranges: Sequence[tuple[int, int]],
-        layout: Layout,
-        timeout_s: float = 300.0,
-    ) -> None:
-        self.ranges = list(ranges)
+    def __init__(self, num_workers: int, timeout_s: float = 300.0) -> None:
+        if num_workers < 1:
+            raise EnvError(f"num_workers must be >= 1, got {num_workers}")
         self.timeout_s = timeout_s
-        self._shared = SharedArrays(layout)
-        self.arrays = self._shared.arrays
         context = mp.get_context("spawn")
         self._conns: list[Connection] = []
         self._processes: list[mp.process.BaseProcess] = []
+        self._segments: list[SharedArrays] = []
+        self._next_group = 0
         child_ends = []
-        for index, factory in enumerate(factories):
+        for index in range(num_workers):
             parent_end, child_end = context.Pipe()
-            process = context.Process(
-                target=worker_main,
-                args=(child_end, self._shared.name, dict(layout), factory),
-                name=f"mtrl-env-worker-{index}",
-                daemon=True,
-            )
+            process = context.Process(target=worker_main, args=(child_end,),
+                                      name=f"mtrl-env-worker-{index}", daemon=True)
             self._conns.append(parent_end)
             self._processes.append(process)
             child_ends.append(child_end)
         self._finalizer = weakref.finalize(
-            self, _shutdown, self._processes, self._conns, self._shared
+            self, _shutdown, self._processes, self._conns, self._segments
         )
         with _environ(_SINGLE_THREAD_ENV):
             for process in self._processes:
                 process.start()
         for child_end in child_ends:  # so that a dead worker reads as EOF on our end
             child_end.close()
-        self._pending = set(range(len(self._processes)))
+        self._pending: set[int] = set()
+
+    @property
+    def num_workers(self) -> int:
+        return len(self._processes)
 
     @property
     def pids(self) -> list[int]:
@@ -236,21 +254,34 @@ class WorkerPool:
     def closed(self) -> bool:
         return not self._finalizer.alive
 
-    def send_step(self) -> None:
-        """Tell every worker to step its block (the hot path: one byte each)."""
-        self._send([_STEP] * len(self._conns))
+    def add_group(self, factories: Sequence[BlockFactory], ranges: Sequence[tuple[int, int]],
+                  layout: Layout) -> WorkerGroup:
+        """Build block ``k`` (``factories[k]``, envs ``ranges[k]``) in worker ``k`` over a new
+        segment with ``layout``. Returns at once (the blocks build in the background); the
+        group's first :meth:`WorkerGroup.wait` collects the "ready" replies."""
+        if not 0 < len(factories) <= self.num_workers or len(factories) != len(ranges):
+            raise EnvError(f"need 1..{self.num_workers} blocks with one range each, got "
+                           f"{len(factories)} blocks and {len(ranges)} ranges")
+        if self._next_group > 255:
+            raise EnvError("too many env groups on one worker pool")
+        group, self._next_group = self._next_group, self._next_group + 1
+        shared = SharedArrays(layout)
+        self._segments.append(shared)
+        try:
+            self._send([_ADD + pickle.dumps((group, shared.name, dict(layout), factory))
+                        for factory in factories])
+        except BaseException:
+            self._release(shared)
+            raise
+        return WorkerGroup(self, group, ranges, shared)
 
-    def send_call(self, method: str, args: Sequence[tuple]) -> None:
-        """Ask worker ``k`` to run ``block.method(*args[k])``."""
-        self._send([_CALL + pickle.dumps((method, a)) for a in args])
-
-    def call(self, method: str, args: Sequence[tuple]) -> list[Any]:
-        """:meth:`send_call` then :meth:`wait`."""
-        self.send_call(method, args)
-        return self.wait()
+    def send(self, messages: Sequence[bytes]) -> None:
+        """Send ``messages[k]`` to worker ``k`` (the first ``len(messages)`` workers)."""
+        self._send(messages)
 
     def wait(self) -> list[Any]:
-        """Wait for every worker's reply to the last command; returns the per-block results."""
+        """Wait for every worker's reply to the last command; returns the per-worker results
+        (``None`` for workers that were not asked)."""
         self._check_open()
         results: list[Any] = [None] * len(self._conns)
         errors: list[str] = []
@@ -278,10 +309,23 @@ class WorkerPool:
             self._fail(errors[0])
         return results
 
+    def drop_group(self, group: WorkerGroup) -> None:
+        """Close a group's blocks in the workers (if the pool is still up) and free its memory."""
+        if not self.closed and not self._pending:
+            with contextlib.suppress(EnvError):
+                self._send([_DROP + bytes([group.index])] * len(group.ranges))
+                self.wait()
+        self._release(group.shared)
+
     def close(self) -> None:
-        """Shut the workers down and free the shared memory. Idempotent."""
+        """Shut the workers down and free all shared memory. Idempotent."""
         self._pending.clear()
         self._finalizer()
+
+    def _release(self, shared: SharedArrays) -> None:
+        if shared in self._segments:
+            self._segments.remove(shared)
+        shared.close()
 
     def _send(self, messages: Sequence[bytes]) -> None:
         self._check_open()
@@ -311,8 +355,7 @@ class WorkerPool:
             raise EnvError("the environment workers are closed")
 
     def _label(self, k: int) -> str:
-        lo, hi = self.ranges[k]
-        return f"env worker {k} (pid {self._processes[k].pid}, envs {lo}..{hi - 1})"
+        return f"env worker {k} (pid {self._processes[k].pid})"
 
     def _death(self, k: int) -> str:
         process = self._processes[k]
@@ -329,6 +372,67 @@ class WorkerPool:
     def _fail(self, message: str) -> None:
         self.close()
         raise EnvError(message)
+
+
+class WorkerGroup:
+    """One vector env's blocks inside a :class:`WorkerPool`: block ``k`` (envs ``ranges[k]``)
+    lives in worker ``k``; ``arrays`` are the group's shared arrays.
+
+    ``owns_pool``: :meth:`close` shuts the whole pool down (the env that made the pool);
+    otherwise it only removes this group's blocks, leaving the workers to their other groups.
+    """
+
+    def __init__(self, pool: WorkerPool, index: int, ranges: Sequence[tuple[int, int]],
+                 shared: SharedArrays) -> None:
+        self.pool = pool
+        self.index = index
+        self.ranges = list(ranges)
+        self.shared = shared
+        self.arrays = shared.arrays
+        self.owns_pool = False
+        self._step = _STEP + bytes([index])
+        self._dropped = False
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers this group's blocks live in."""
+        return self.pool.pids[: len(self.ranges)]
+
+    @property
+    def closed(self) -> bool:
+        return self._dropped or self.pool.closed
+
+    def send_step(self) -> None:
+        """Tell every worker of the group to step its block (the hot path: two bytes each)."""
+        self._check_open()
+        self.pool.send([self._step] * len(self.ranges))
+
+    def send_call(self, method: str, args: Sequence[tuple]) -> None:
+        """Ask worker ``k`` to run ``block.method(*args[k])``."""
+        self._check_open()
+        self.pool.send([_CALL + pickle.dumps((self.index, method, a)) for a in args])
+
+    def call(self, method: str, args: Sequence[tuple]) -> list[Any]:
+        """:meth:`send_call` then :meth:`wait`."""
+        self.send_call(method, args)
+        return self.wait()
+
+    def wait(self) -> list[Any]:
+        """Wait for the replies to the group's last command; returns the per-block results."""
+        self._check_open()
+        return self.pool.wait()[: len(self.ranges)]
+
+    def close(self) -> None:
+        """Remove the group (or, if it owns the pool, shut the pool down). Idempotent."""
+        if self.owns_pool:
+            self.pool.close()
+        elif not self._dropped:
+            self.pool.drop_group(self)
+        self._dropped = True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise EnvError("the environment is closed")
 
 
 class InlinePool:

@@ -44,3 +44,65 @@ def test_goals_are_resampled_each_reset():
 def test_unknown_task_is_a_clear_error():
     with pytest.raises(EnvError, match="reach-v9"):
         make_vector_env("reach-v9")
+
+
+def _eval_rollout(env, steps: int = 12) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    out = [env.reset(goal_index=np.arange(env.num_envs) % 50)]
+    for _ in range(steps):
+        out.append(env.step(rng.uniform(-1, 1, (env.num_envs, 4)).astype(np.float32)).obs)
+    return np.concatenate(out, 0)
+
+
+def test_eval_env_shares_the_training_workers_and_matches_its_own_envs():
+    import multiprocessing as mp
+
+    spec = dict(tasks="reach-v3,push-v3", max_episode_steps=20)
+    train = make_vector_env(spec["tasks"], 1, seed=3, num_workers=2, mode="async",
+                            max_episode_steps=20)
+    try:
+        train.reset()
+        children = {p.pid for p in mp.active_children()}
+        shared = make_vector_env(spec["tasks"], 3, seed=10_003, mode="async",
+                                 max_episode_steps=20, goal_seed=3, share_workers_with=train)
+        # no new processes: the eval envs live in the training workers
+        assert {p.pid for p in mp.active_children()} == children
+        assert shared.worker_pids == train.worker_pids and shared.num_envs == 6
+        # training goals, eval seeds: identical to the same envs stepped in this process
+        alone = make_vector_env(spec["tasks"], 3, seed=10_003, mode="sync",
+                                max_episode_steps=20, goal_seed=3)
+        np.testing.assert_allclose(_eval_rollout(shared), _eval_rollout(alone), atol=1e-6)
+        assert [g[0].data for g in shared.task_goals] == [g[0].data for g in train.task_goals]
+        alone.close()
+        # closing the eval env leaves the training envs running in the same workers
+        shared.close()
+        train.step(np.zeros((2, 4), np.float32))
+        assert {p.pid for p in mp.active_children()} == children
+    finally:
+        train.close()
+    with pytest.raises(EnvError, match="closed"):
+        shared.reset()
+
+
+def test_a_killed_worker_is_a_clear_error_not_a_hang():
+    import os
+    import signal
+    import time
+
+    train = make_vector_env("reach-v3,push-v3", 1, seed=0, num_workers=2, max_episode_steps=20)
+    evaluation = make_vector_env("reach-v3,push-v3", 1, seed=1, goal_seed=0,
+                                 share_workers_with=train, max_episode_steps=20)
+    try:
+        train.reset()
+        evaluation.reset()
+        os.kill(train.worker_pids[1], signal.SIGKILL)
+        start = time.monotonic()
+        with pytest.raises(EnvError, match=r"env worker 1 .* killed by signal SIGKILL"):
+            train.step(np.zeros((2, 4), np.float32))
+        assert time.monotonic() - start < 10
+        # the pool is down for every env that shared it
+        with pytest.raises(EnvError, match="closed"):
+            evaluation.reset()
+    finally:
+        train.close()
+        evaluation.close()
