@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -229,8 +229,10 @@ class TrainConfig:
     warmup_steps_per_task: int = 1_500
     updates_per_step: int = 1
     # step the envs in the workers while the learner updates; the updates of a step then
-    # sample a buffer without that step's transitions (one step staler data, same policy)
-    overlap: bool = True
+    # sample a buffer without that step's transitions (one step staler data, same policy).
+    # auto: on when training on CUDA; off on CPU, where the learner's threads and the env
+    # workers share the cores and overlapping measured slower (see README, Benchmarks)
+    overlap: Union[bool, str] = "auto"
     eval_every: int = 50_000
     eval_episodes: int = 50
     checkpoint_every: int = 50_000
@@ -478,6 +480,9 @@ def _validate_common(config: Any, positive: dict[str, float]) -> None:
         raise MtrlError("config: env.num_workers must be positive")
     if config.env.max_episode_steps is not None and config.env.max_episode_steps <= 0:
         raise MtrlError("config: env.max_episode_steps must be positive")
+    if config.train.overlap not in (True, False, "auto"):
+        raise MtrlError(f"config: train.overlap must be true, false or auto, got "
+                        f"'{config.train.overlap}'")
     for key, value, allowed in (("env.mode", config.env.mode, ("async", "sync")),
                                 ("train.device", config.train.device, ("auto", "cpu", "cuda"))):
         if value not in allowed:

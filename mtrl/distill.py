@@ -149,7 +149,7 @@ class Distiller(Trainer):
                     learning = vec_step >= warmup
                     actions = self._act(student, experts, obs, task_t, by_expert, deterministic)
                     result = step_and_learn(env, actions, learn if learning else None,
-                                            cfg.train.overlap)
+                                            self.overlap)
                     replay.add(obs, actions, result.reward, result.final_obs,
                                result.terminated, env.task_id)
                     stats.record(result.reward, result.success, result.done, env.task_id,

@@ -98,6 +98,12 @@ class EpisodeStats:
         return out
 
 
+def overlap_enabled(setting: bool | str, device: torch.device) -> bool:
+    """``train.overlap`` resolved: ``"auto"`` overlaps when the learner runs on CUDA (the CPU
+    cores are then free for the env workers), not when it shares the CPU with them."""
+    return device.type == "cuda" if setting == "auto" else bool(setting)
+
+
 def step_and_learn(env: MultiTaskVectorEnv, actions: np.ndarray,
                    learn: Callable[[], None] | None, overlap: bool) -> StepResult:
     """One vector step, with the learner's updates (``learn``, if any) run while the worker
@@ -186,6 +192,7 @@ class Trainer:
         self.device = resolve_device(config.train.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise MtrlError("--device cuda asked for, but no CUDA device is available")
+        self.overlap = overlap_enabled(config.train.overlap, self.device)
 
     @staticmethod
     def _resumed_config(checkpoint: dict[str, Any], overrides: tuple[str, ...]) -> Config:
@@ -249,7 +256,7 @@ class Trainer:
                     else:
                         actions = agent.act(obs, env.task_id)
                     result = step_and_learn(env, actions, learn if learning else None,
-                                            cfg.train.overlap)
+                                            self.overlap)
                     replay.add(obs, actions, result.reward, result.final_obs,
                                result.terminated, env.task_id)
                     stats.record(result.reward, result.success, result.done, env.task_id,

@@ -35,6 +35,7 @@ def test_help_lists_commands_and_options():
     (["train", "quick", "agent.network.type=transformer"], "unknown network type"),
     (["train", "quick", "agent.critic_combiner=magic"], "combiner"),
     (["train", "quick", "notakeyvalue"], "key=value"),
+    (["train", "quick", "train.overlap=sometimes"], "train.overlap must be true, false or auto"),
     (["eval", "/nonexistent/run"], "no checkpoint"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):

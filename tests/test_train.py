@@ -96,3 +96,33 @@ def test_same_seed_same_parameters(tmp_path):
     b = load_file(tmp_path / "b" / "checkpoint.pt")["learner"]["state"]["critic"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_overlap_auto_is_on_for_cuda_learners_only():
+    from mtrl.train import overlap_enabled
+
+    assert overlap_enabled("auto", torch.device("cuda")) is True
+    assert overlap_enabled("auto", torch.device("cpu")) is False
+    assert overlap_enabled(True, torch.device("cpu")) is True
+    assert overlap_enabled(False, torch.device("cuda")) is False
+
+
+def test_overlap_runs_the_updates_between_step_async_and_step_wait():
+    from mtrl.train import step_and_learn
+
+    calls: list[str] = []
+
+    class Recorder:
+        def step_async(self, actions):
+            calls.append("async")
+
+        def step_wait(self):
+            calls.append("wait")
+
+        def step(self, actions):
+            calls.append("step")
+
+    step_and_learn(Recorder(), None, lambda: calls.append("learn"), overlap=True)
+    step_and_learn(Recorder(), None, lambda: calls.append("learn"), overlap=False)
+    step_and_learn(Recorder(), None, None, overlap=True)  # warm-up: nothing to overlap
+    assert calls == ["async", "learn", "wait", "step", "learn", "step"]

@@ -190,6 +190,7 @@ def _shutdown(
     for conn in conns:
         with contextlib.suppress(OSError):
             conn.send_bytes(_CLOSE)
+    processes = [process for process in processes if process.pid is not None]  # started ones
     deadline = time.monotonic() + 2.0
     for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))

@@ -106,3 +106,27 @@ def test_a_killed_worker_is_a_clear_error_not_a_hang():
     finally:
         train.close()
         evaluation.close()
+
+
+def test_overlapped_steps_give_the_same_transitions_as_blocking_steps():
+    """step_async + work + step_wait (how the trainer overlaps learning) == step()."""
+    def collect(overlapped: bool) -> list[np.ndarray]:
+        env = make_vector_env("reach-v3,push-v3", 2, seed=5, num_workers=2, max_episode_steps=8)
+        rng = np.random.default_rng(0)
+        try:
+            out = [env.reset()]
+            for _ in range(12):
+                actions = rng.uniform(-1, 1, (4, 4)).astype(np.float32)
+                if overlapped:
+                    env.step_async(actions)
+                    sum(range(10_000))  # the learner's work would run here
+                    result = env.step_wait()
+                else:
+                    result = env.step(actions)
+                out += [result.obs, result.final_obs, result.reward, result.truncated]
+            return out
+        finally:
+            env.close()
+
+    for a, b in zip(collect(True), collect(False)):
+        np.testing.assert_array_equal(a, b)
