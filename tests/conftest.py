@@ -49,3 +49,18 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _goal_cache_in_a_temporary_dir(tmp_path_factory):
+    """Meta-World goals are cached on disk: keep the tests' cache out of the user's home
+    (subprocesses started by tests inherit the variable)."""
+    import os
+
+    previous = os.environ.get("MTRL_CACHE_DIR")
+    os.environ["MTRL_CACHE_DIR"] = str(tmp_path_factory.mktemp("mtrl-cache"))
+    yield
+    if previous is None:
+        del os.environ["MTRL_CACHE_DIR"]
+    else:
+        os.environ["MTRL_CACHE_DIR"] = previous

@@ -6,10 +6,15 @@ built, so that ``import mtrl.envs`` stays light.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import functools
+import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -37,14 +42,57 @@ def make_goal_tasks(task_names: Sequence[str], seed: int) -> list[list[Task]]:
     Generated exactly as Meta-World does (``metaworld._make_tasks`` with ``_MT_OVERRIDE``, so the
     goal is observable): for exactly the MT10 / MT50 lists via ``metaworld.MT10(seed=seed)`` /
     ``MT50(seed=seed)``, so goals equal the official benchmark's for the same seed. Goals of a
-    task depend on the tasks before it in the list (one global RNG stream). Cached per process
-    (MT50 takes ~45 s on one core).
+    task depend on the tasks before it in the list (one global RNG stream). Generating them
+    steps every task's env hundreds of times (MT50: ~35 s on one core), so they are cached per
+    process and on disk (:func:`goal_cache_dir`), keyed by the Meta-World version, tasks and seed.
     """
     return [list(goals) for goals in _goal_tasks(tuple(task_names), seed)]
 
 
+def goal_cache_dir() -> Path | None:
+    """Where generated goals are kept: ``$MTRL_CACHE_DIR`` (empty: no disk cache), else
+    ``$XDG_CACHE_HOME/mtrl``, else ``~/.cache/mtrl``."""
+    configured = os.environ.get("MTRL_CACHE_DIR")
+    if configured is not None:
+        return Path(configured) if configured.strip() else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mtrl"
+
+
 @functools.lru_cache(maxsize=8)
 def _goal_tasks(task_names: tuple[str, ...], seed: int) -> tuple[tuple[Task, ...], ...]:
+    from metaworld.types import Task
+
+    path = _goal_cache_path(task_names, seed)
+    if path is not None and path.exists():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            stored = json.loads(path.read_text())
+            return tuple(tuple(Task(name, base64.b64decode(data)) for data in stored[name])
+                         for name in task_names)
+    goals = _generate_goal_tasks(task_names, seed)
+    if path is not None:
+        with contextlib.suppress(OSError):  # a read-only home only costs the regeneration
+            path.parent.mkdir(parents=True, exist_ok=True)
+            text = json.dumps({name: [base64.b64encode(t.data).decode() for t in tasks]
+                               for name, tasks in zip(task_names, goals)})
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(text)
+            partial.replace(path)
+    return goals
+
+
+def _goal_cache_path(task_names: tuple[str, ...], seed: int) -> Path | None:
+    from importlib.metadata import version
+
+    directory = goal_cache_dir()
+    if directory is None:
+        return None
+    key = json.dumps([version("metaworld"), seed, list(task_names)])
+    return directory / f"goals-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+
+def _generate_goal_tasks(task_names: tuple[str, ...], seed: int
+                         ) -> tuple[tuple[Task, ...], ...]:
     import metaworld
     from metaworld import env_dict
 

@@ -130,3 +130,23 @@ def test_overlapped_steps_give_the_same_transitions_as_blocking_steps():
 
     for a, b in zip(collect(True), collect(False)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_goals_are_cached_on_disk_and_regenerated_if_the_cache_is_bad(tmp_path, monkeypatch):
+    from mtrl.envs import metaworld_env
+
+    monkeypatch.setenv("MTRL_CACHE_DIR", str(tmp_path))
+    names = ("reach-v3", "push-v3")
+    metaworld_env._goal_tasks.cache_clear()
+    fresh = metaworld_env.make_goal_tasks(names, 7)
+    (cached_file,) = tmp_path.glob("goals-*.json")
+    metaworld_env._goal_tasks.cache_clear()
+    assert metaworld_env.make_goal_tasks(names, 7) == fresh  # read back from disk
+    assert [len(g) for g in fresh] == [50, 50] and fresh[1][0].env_name == "push-v3"
+    cached_file.write_text("{not json")
+    metaworld_env._goal_tasks.cache_clear()
+    assert metaworld_env.make_goal_tasks(names, 7) == fresh  # regenerated, file rewritten
+    assert cached_file.read_text().startswith("{\"reach-v3\"")
+    monkeypatch.setenv("MTRL_CACHE_DIR", "")  # empty: no disk cache
+    assert metaworld_env.goal_cache_dir() is None
+    metaworld_env._goal_tasks.cache_clear()
