@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from mtrl.config import load_config
 from mtrl.data import MultiTaskReplay
 
 
@@ -80,10 +81,11 @@ def physics_steps_per_s(tasks: str, steps: int) -> float:
     import metaworld
 
     names = resolve_tasks(tasks)
+    goals = make_goal_tasks(names, 0)
     models = []
-    for name in names:
+    for name, task_goals in zip(names, goals):
         env = metaworld.env_dict.ALL_V3_ENVIRONMENTS[name]()
-        env.set_task(make_goal_tasks([name], 0)[0][0])
+        env.set_task(task_goals[0])
         env.reset()
         models.append((env.model, env.data, env.frame_skip))
     start = time.perf_counter()
@@ -191,10 +193,12 @@ def _tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def training_run(preset: str, steps_per_task: int, warmup_per_task: int,
-                 overrides: tuple[str, ...] = (), device: str = "cpu") -> dict[str, float]:
-    """Run ``mtrl train`` in a subprocess; returns its env steps/s after warm-up (collection
-    and updates together) and the peak resident memory of the whole process tree."""
+def training_run(preset: str, learning_steps: int, overrides: tuple[str, ...] = (),
+                 device: str = "cpu") -> dict[str, float]:
+    """Run ``mtrl train`` in a subprocess: ``learning_steps`` steps per task of random-action
+    warm-up, then as many of learning. Returns the env steps/s of the learning phase
+    (collection and updates together, one log interval) and the peak resident memory of the
+    whole process tree (training and evaluation envs included)."""
     import json
     import subprocess
     import sys
@@ -204,11 +208,10 @@ def training_run(preset: str, steps_per_task: int, warmup_per_task: int,
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         argv = [sys.executable, "-m", "mtrl.cli", "train", preset, "--run-dir", str(run_dir),
-                "--device", device, f"train.steps_per_task={steps_per_task}",
-                f"train.warmup_steps_per_task={warmup_per_task}",
-                f"log.every={max(1, (steps_per_task - warmup_per_task) // 2)}",
-                "train.eval_episodes=1", "env.eval_envs_per_task=1",
-                "env.max_episode_steps=100", "log.progress=false", "log.tensorboard=false",
+                "--device", device, f"train.steps_per_task={2 * learning_steps}",
+                f"train.warmup_steps_per_task={learning_steps}",
+                f"log.every={learning_steps}",
+                "train.eval_episodes=1", "env.max_episode_steps=100", "log.progress=false", "log.tensorboard=false",
                 *overrides]
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True)
@@ -255,13 +258,16 @@ def run_suite(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
     out["update_vs_matmul_rate"] = (out["mt10_update_gflop"] / out["mt10_update_ms"] * 1e3
                                     / out["matmul_gflops"])
     run_steps = 40 if quick else 200
-    mt10 = training_run("mt10_mtmhsac", 10 + run_steps, 10, device=device)
+    # quick: one evaluation env per task (the presets' 5 per task take ~20 s to build at MT50)
+    small_eval = ("env.eval_envs_per_task=1",) if quick else ()
+    out["eval_envs_per_task"] = 1 if quick else load_config("mt50_mtmhsac").env.eval_envs_per_task
+    mt10 = training_run("mt10_mtmhsac", run_steps, small_eval, device=device)
     out["mt10_train_env_steps_per_s"] = mt10["env_steps_per_s"]
     out["mt10_peak_rss_gb"] = mt10["peak_rss_gb"]
     update_only = 10 / (out["mt10_update_ms"] / 1e3)  # env steps/s if collection were free
     out["mt10_update_only_env_steps_per_s"] = update_only
     out["end_to_end_vs_update_only"] = mt10["env_steps_per_s"] / update_only
-    mt50 = training_run("mt50_mtmhsac", 5 + run_steps // 4, 5, device=device)
+    mt50 = training_run("mt50_mtmhsac", run_steps // 4, small_eval, device=device)
     out["mt50_train_env_steps_per_s"] = mt50["env_steps_per_s"]
     out["mt50_peak_rss_gb"] = mt50["peak_rss_gb"]
     return out
