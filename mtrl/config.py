@@ -495,6 +495,9 @@ def _validate_distill(config: DistillConfig) -> None:
                               "student.lr": config.student.lr})
     if d.loss not in ("kl", "mse"):
         raise MtrlError(f"config: distill.loss must be one of kl, mse, got '{d.loss}'")
+    if config.train.affinity_every:
+        raise MtrlError("config: train.affinity_every measures RL training (mtrl train), "
+                        "not distillation; leave it 0")
     for key in ("expert_rollouts_start", "expert_rollouts_end"):
         if not 0.0 <= getattr(d, key) <= 1.0:
             raise MtrlError(f"config: distill.{key} must be in [0, 1], got {getattr(d, key)}")

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,15 +25,13 @@ import numpy as np
 import torch
 
 from mtrl.agents.distill import LabelledBatch, Student
-from mtrl.config import DistillConfig, from_dict, to_yaml
+from mtrl.config import DistillConfig, from_dict
 from mtrl.data import MultiTaskReplay
-from mtrl.envs import MultiTaskVectorEnv
+from mtrl.envs import MultiTaskVectorEnv, StepResult
 from mtrl.evaluation import EvalResult, evaluate
 from mtrl.experts import TaskExperts, load_experts
-from mtrl.logging import MetricsLogger, progress_bar
-from mtrl.train import (CONFIG_FILE, FINAL_EVAL_FILE, EpisodeStats, GracefulInterrupt,
-                        MetricSums, Trainer, evaluate_agent, make_eval_env, make_train_env,
-                        step_and_learn, training_scalars)
+from mtrl.logging import MetricsLogger
+from mtrl.train import FINAL_EVAL_FILE, Trainer
 
 EXPERT_EVAL_FILE = "expert_eval.json"
 
@@ -97,126 +92,66 @@ class Distiller(Trainer):
 
     def run(self) -> DistillResult:  # type: ignore[override]
         """Distil to ``train.steps_per_task``, evaluate student and experts, write the report."""
+        return super().run()
+
+    # ------------------------------------------------------------------ hooks
+    def build_learner(self, env: MultiTaskVectorEnv) -> Student:  # type: ignore[override]
+        """The student (after loading the experts, so a bad expert fails before any write)."""
         cfg = self.config
-        random.seed(cfg.train.seed)
-        env = make_train_env(cfg)  # type: ignore[arg-type]
-        eval_env: MultiTaskVectorEnv | None = None
-        logger: MetricsLogger | None = None
-        try:
-            experts = load_experts(cfg.distill, env.task_names, env.obs_dim, env.act_dim,
-                                   self.device)
-            student = self.make_student(env)
-            replay = MultiTaskReplay(env.num_tasks, cfg.replay.capacity_per_task, env.obs_dim,
-                                     env.act_dim, self.device)
-            self.run_dir.mkdir(parents=True, exist_ok=True)  # experts and student are buildable
-            (self.run_dir / CONFIG_FILE).write_text(to_yaml(cfg))
-            rng = np.random.default_rng(cfg.train.seed)
-            sampler = torch.Generator(self.device)  # replay sampling stream, checkpointed
-            sampler.manual_seed(cfg.train.seed + 2)
-            vec_step = 0
-            if self.checkpoint is not None:
-                vec_step, rng = self._restore(self.checkpoint, student, replay, env, sampler)
-            per_step = env.num_envs // env.num_tasks
-            logger = MetricsLogger(self.run_dir, env.task_names, cfg.log.tensorboard,
-                                   None if self.checkpoint is None else vec_step * per_step)
-            total = math.ceil(cfg.train.steps_per_task / per_step)
-            if vec_step >= total and (self.run_dir / FINAL_EVAL_FILE).exists():
-                return self._saved_result()
+        self.experts: TaskExperts = load_experts(cfg.distill, env.task_names, env.obs_dim,
+                                                 env.act_dim, self.device)
+        self.task_t = torch.tensor(env.task_id, device=self.device)
+        return self.make_student(env)
 
-            def every(interval: int) -> bool:
-                return (vec_step * per_step) // interval != ((vec_step - 1) * per_step) // interval
+    def start(self, env: MultiTaskVectorEnv, rng: np.random.Generator, step: int) -> None:
+        """Every env picks its first episode's driver."""
+        self.by_expert = rng.random(env.num_envs) < expert_fraction(self.config, step)
 
-            deterministic = not cfg.distill.stochastic_rollouts
-            task_t = torch.tensor(env.task_id, device=self.device)
-            stats = EpisodeStats.create(env.num_envs, env.num_tasks)
-            sums = MetricSums()
-
-            def learn() -> None:
-                for _ in range(cfg.train.updates_per_step):
-                    batch = replay.sample(cfg.replay.batch_per_task, sampler)
-                    mean, log_std = experts.distribution(batch.obs)  # DAgger labels
-                    sums.add(student.update(LabelledBatch(batch.obs, batch.task_id, mean,
-                                                          log_std)))
-
-            warmup = math.ceil(cfg.train.warmup_steps_per_task / per_step)
-            obs = env.reset()
-            by_expert = rng.random(env.num_envs) < expert_fraction(cfg, vec_step * per_step)
-            bar = progress_bar(total * per_step, vec_step * per_step, cfg.log.progress)
-            clock, clock_step = time.perf_counter(), vec_step
-            stop = GracefulInterrupt()
-            try:
-                while vec_step < total:
-                    learning = vec_step >= warmup
-                    actions = self._act(student, experts, obs, task_t, by_expert, deterministic)
-                    result = step_and_learn(env, actions, learn if learning else None,
-                                            self.overlap)
-                    replay.add(obs, actions, result.reward, result.final_obs,
-                               result.terminated, env.task_id)
-                    stats.record(result.reward, result.success, result.done, env.task_id,
-                                 env.num_tasks)
-                    obs = result.obs
-                    vec_step += 1
-                    bar.update(per_step)
-                    step = vec_step * per_step
-                    done = result.done
-                    if done.any():  # new episodes choose their driver
-                        by_expert[done] = rng.random(int(done.sum())) < expert_fraction(cfg, step)
-                    if every(cfg.log.every) or vec_step == total:
-                        now = time.perf_counter()
-                        rate = (vec_step - clock_step) * env.num_envs / max(now - clock, 1e-9)
-                        scalars = training_scalars(sums, stats, env.task_names, rate, len(replay))
-                        scalars["train/expert_fraction"] = expert_fraction(cfg, step)
-                        logger.log(step, scalars, step * env.num_tasks)
-                        clock, clock_step = now, vec_step
-                    if every(cfg.train.eval_every) and vec_step < total:
-                        eval_env = eval_env or make_eval_env(cfg, env)  # type: ignore[arg-type]
-                        self._log_eval(evaluate_agent(student, eval_env, cfg.train.eval_episodes,
-                                                      step), logger, bar, env.num_tasks)
-                    if every(cfg.train.checkpoint_every) and vec_step < total:
-                        self._save(student, replay, env, vec_step, rng, sampler)
-                    if stop.requested:
-                        raise KeyboardInterrupt
-            except KeyboardInterrupt:
-                self._save(student, replay, env, vec_step, rng, sampler)
-                bar.close()
-                raise
-            finally:
-                stop.restore()
-            bar.close()
-            eval_env = eval_env or make_eval_env(cfg, env)  # type: ignore[arg-type]
-            final = evaluate_agent(student, eval_env, cfg.train.eval_episodes, total * per_step)
-            self._log_eval(final, logger, None, env.num_tasks)
-            expert_result = None
-            if cfg.distill.evaluate_experts:
-                expert_result = evaluate(lambda o, t: experts.act(o), eval_env,
-                                         cfg.train.eval_episodes, total * per_step)
-                expert_result.write(self.run_dir / EXPERT_EVAL_FILE)
-                logger.log(final.step, {f"eval/expert_success/{k}": v
-                                        for k, v in expert_result.per_task.items()},
-                           final.step * env.num_tasks)
-            self._save(student, replay, env, vec_step, rng, sampler)
-            final.write(self.run_dir / FINAL_EVAL_FILE)
-            return DistillResult(final, expert_result)
-        finally:
-            env.close()
-            if eval_env is not None:
-                eval_env.close()
-            if logger is not None:
-                logger.close()
-
-    def _act(self, student: Student, experts: TaskExperts, obs: np.ndarray, task_t: torch.Tensor,
-             by_expert: np.ndarray, deterministic: bool) -> np.ndarray:
-        """The student's actions, the expert's in envs whose episode the expert drives."""
+    def actions(self, learner: Student, obs: np.ndarray,  # type: ignore[override]
+                env: MultiTaskVectorEnv, rng: np.random.Generator, learning: bool) -> np.ndarray:
+        """The student's actions, the expert's in envs whose episode the expert drives (also
+        during warm-up: the first DAgger data)."""
+        deterministic = not self.config.distill.stochastic_rollouts
         with torch.no_grad():
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-            actions = student.act_tensor(obs_t, task_t, deterministic)
-            if by_expert.any():
-                expert_actions = experts.act_tensor(obs_t, deterministic, student.generator)
-                mask = torch.as_tensor(by_expert, device=self.device)[:, None]
+            actions = learner.act_tensor(obs_t, self.task_t, deterministic)
+            if self.by_expert.any():
+                expert_actions = self.experts.act_tensor(obs_t, deterministic, learner.generator)
+                mask = torch.as_tensor(self.by_expert, device=self.device)[:, None]
                 actions = torch.where(mask, expert_actions, actions)
             return actions.cpu().numpy()
 
-    def _saved_result(self) -> DistillResult:
+    def update(self, learner: Student, replay: MultiTaskReplay,  # type: ignore[override]
+               sampler: torch.Generator) -> dict[str, torch.Tensor]:
+        """One distillation step on a task-balanced batch labelled by the experts (DAgger)."""
+        batch = replay.sample(self.config.replay.batch_per_task, sampler)
+        mean, log_std = self.experts.distribution(batch.obs)
+        return learner.update(LabelledBatch(batch.obs, batch.task_id, mean, log_std))
+
+    def after_step(self, result: StepResult, rng: np.random.Generator, step: int) -> None:
+        """New episodes choose their driver."""
+        done = result.done
+        if done.any():
+            self.by_expert[done] = rng.random(int(done.sum())) < expert_fraction(self.config,
+                                                                                  step)
+
+    def extra_scalars(self, step: int) -> dict[str, float]:
+        return {"train/expert_fraction": expert_fraction(self.config, step)}
+
+    def finish(self, final: EvalResult, eval_env: MultiTaskVectorEnv,
+               logger: MetricsLogger) -> DistillResult:
+        """Evaluate the experts on the same eval envs (``distill.evaluate_experts``)."""
+        expert_result = None
+        if self.config.distill.evaluate_experts:
+            expert_result = evaluate(lambda o, t: self.experts.act(o), eval_env,
+                                     self.config.train.eval_episodes, final.step)
+            expert_result.write(self.run_dir / EXPERT_EVAL_FILE)
+            logger.log(final.step, {f"eval/expert_success/{k}": v
+                                    for k, v in expert_result.per_task.items()},
+                       final.step * eval_env.num_tasks)
+        return DistillResult(final, expert_result)
+
+    def saved_result(self) -> DistillResult:
         student = EvalResult(**json.loads((self.run_dir / FINAL_EVAL_FILE).read_text()))
         expert_file = self.run_dir / EXPERT_EVAL_FILE
         experts = EvalResult(**json.loads(expert_file.read_text())) if expert_file.exists() \

@@ -204,16 +204,16 @@ class Trainer:
         return from_dict(OmegaConf.to_container(data))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ run
-    def run(self) -> EvalResult:
-        """Train to ``train.steps_per_task``, evaluate, write ``final_eval.json``."""
+    def run(self) -> Any:
+        """Train to ``train.steps_per_task``, evaluate, write ``final_eval.json``; returns
+        :meth:`finish`'s result (the final :class:`EvalResult` here)."""
         cfg = self.config
         random.seed(cfg.train.seed)
         env = make_train_env(cfg)
         eval_env: MultiTaskVectorEnv | None = None
         logger: MetricsLogger | None = None
         try:
-            agent = build_agent(cfg.agent, env.obs_dim, env.act_dim, env.num_tasks,
-                                str(self.device), cfg.train.seed)
+            learner = self.build_learner(env)
             replay = MultiTaskReplay(env.num_tasks, cfg.replay.capacity_per_task, env.obs_dim,
                                      env.act_dim, self.device)
             # the run dir is only written once the config has proved buildable
@@ -224,15 +224,15 @@ class Trainer:
             sampler.manual_seed(cfg.train.seed + 2)
             vec_step = 0
             if self.checkpoint is not None:
-                vec_step, rng = self._restore(self.checkpoint, agent, replay, env, sampler)
+                vec_step, rng = self._restore(self.checkpoint, learner, replay, env, sampler)
             per_step = env.num_envs // env.num_tasks
+            resume_step = None if self.checkpoint is None else vec_step * per_step
             logger = MetricsLogger(self.run_dir, env.task_names, cfg.log.tensorboard,
-                                   None if self.checkpoint is None else vec_step * per_step)
-            affinity = tracker_for_run(cfg, self.run_dir, env.task_names,
-                                       None if self.checkpoint is None else vec_step * per_step)
+                                   resume_step)
+            affinity = tracker_for_run(cfg, self.run_dir, env.task_names, resume_step)
             total = math.ceil(cfg.train.steps_per_task / per_step)
             if vec_step >= total and (self.run_dir / FINAL_EVAL_FILE).exists():
-                return EvalResult(**json.loads((self.run_dir / FINAL_EVAL_FILE).read_text()))
+                return self.saved_result()
 
             def every(interval: int) -> bool:
                 return (vec_step * per_step) // interval != ((vec_step - 1) * per_step) // interval
@@ -242,19 +242,17 @@ class Trainer:
 
             def learn() -> None:
                 for _ in range(cfg.train.updates_per_step):
-                    sums.add(agent.update(replay.sample(cfg.replay.batch_per_task, sampler)))
+                    sums.add(self.update(learner, replay, sampler))
             warmup = math.ceil(cfg.train.warmup_steps_per_task / per_step)
             obs = env.reset()
+            self.start(env, rng, vec_step * per_step)
             bar = progress_bar(total * per_step, vec_step * per_step, cfg.log.progress)
             clock, clock_step = time.perf_counter(), vec_step
             stop = GracefulInterrupt()
             try:
                 while vec_step < total:
                     learning = vec_step >= warmup
-                    if not learning:
-                        actions = rng.uniform(-1, 1, (env.num_envs, env.act_dim))
-                    else:
-                        actions = agent.act(obs, env.task_id)
+                    actions = self.actions(learner, obs, env, rng, learning)
                     result = step_and_learn(env, actions, learn if learning else None,
                                             self.overlap)
                     replay.add(obs, actions, result.reward, result.final_obs,
@@ -265,42 +263,83 @@ class Trainer:
                     vec_step += 1
                     bar.update(per_step)
                     step = vec_step * per_step
+                    self.after_step(result, rng, step)
                     if every(cfg.log.every) or vec_step == total:
                         now = time.perf_counter()
                         rate = (vec_step - clock_step) * env.num_envs / max(now - clock, 1e-9)
                         scalars = training_scalars(sums, stats, env.task_names, rate, len(replay))
+                        scalars.update(self.extra_scalars(step))
                         logger.log(step, scalars, step * env.num_tasks)
                         clock, clock_step = now, vec_step
                     if affinity is not None and vec_step > warmup \
                             and every(cfg.train.affinity_every):
-                        affinity.measure(agent, replay, step, logger)
+                        affinity.measure(learner, replay, step, logger)
                     if every(cfg.train.eval_every) and vec_step < total:
                         eval_env = eval_env or make_eval_env(cfg, env)
-                        self._log_eval(evaluate_agent(agent, eval_env, cfg.train.eval_episodes,
+                        self._log_eval(evaluate_agent(learner, eval_env, cfg.train.eval_episodes,
                                                       step), logger, bar, env.num_tasks)
                     if every(cfg.train.checkpoint_every) and vec_step < total:
-                        self._save(agent, replay, env, vec_step, rng, sampler)
+                        self._save(learner, replay, env, vec_step, rng, sampler)
                     if stop.requested:
                         raise KeyboardInterrupt
             except KeyboardInterrupt:
-                self._save(agent, replay, env, vec_step, rng, sampler)
+                self._save(learner, replay, env, vec_step, rng, sampler)
                 bar.close()
                 raise
             finally:
                 stop.restore()
             bar.close()
             eval_env = eval_env or make_eval_env(cfg, env)
-            final = evaluate_agent(agent, eval_env, cfg.train.eval_episodes, total * per_step)
+            final = evaluate_agent(learner, eval_env, cfg.train.eval_episodes, total * per_step)
             self._log_eval(final, logger, None, env.num_tasks)
-            self._save(agent, replay, env, vec_step, rng, sampler)
+            outcome = self.finish(final, eval_env, logger)
+            self._save(learner, replay, env, vec_step, rng, sampler)
             final.write(self.run_dir / FINAL_EVAL_FILE)
-            return final
+            return outcome
         finally:
             env.close()
             if eval_env is not None:
                 eval_env.close()
             if logger is not None:
                 logger.close()
+
+    # ------------------------------------------------ hooks (the Distiller overrides them)
+    def build_learner(self, env: MultiTaskVectorEnv) -> Agent:
+        """The agent that acts and learns (the config's RL agent)."""
+        cfg = self.config
+        return build_agent(cfg.agent, env.obs_dim, env.act_dim, env.num_tasks,
+                           str(self.device), cfg.train.seed)
+
+    def start(self, env: MultiTaskVectorEnv, rng: np.random.Generator, step: int) -> None:
+        """Called once before the first vector step (after a resume's restore)."""
+
+    def actions(self, learner: Agent, obs: np.ndarray, env: MultiTaskVectorEnv,
+                rng: np.random.Generator, learning: bool) -> np.ndarray:
+        """The actions of one vector step: uniform random during warm-up, else the policy's."""
+        if not learning:
+            return rng.uniform(-1, 1, (env.num_envs, env.act_dim))
+        return learner.act(obs, env.task_id)
+
+    def update(self, learner: Agent, replay: MultiTaskReplay,
+               sampler: torch.Generator) -> dict[str, torch.Tensor]:
+        """One update on a task-balanced batch; returns its metrics as device tensors."""
+        return learner.update(replay.sample(self.config.replay.batch_per_task, sampler))
+
+    def after_step(self, result: StepResult, rng: np.random.Generator, step: int) -> None:
+        """Called after every vector step with its result (``step``: steps per task so far)."""
+
+    def extra_scalars(self, step: int) -> dict[str, float]:
+        """Scalars logged beside the training metrics at each log interval."""
+        return {}
+
+    def finish(self, final: EvalResult, eval_env: MultiTaskVectorEnv,
+               logger: MetricsLogger) -> Any:
+        """After the final evaluation (before the last checkpoint): the run's result."""
+        return final
+
+    def saved_result(self) -> Any:
+        """The result of a run that had already finished (resumed with nothing left to do)."""
+        return EvalResult(**json.loads((self.run_dir / FINAL_EVAL_FILE).read_text()))
 
     def _log_eval(self, result: EvalResult, logger: MetricsLogger, bar: Any,
                   num_tasks: int) -> None:

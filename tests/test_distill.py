@@ -153,6 +153,7 @@ def test_bad_experts_fail_in_one_line_before_the_run_dir_is_written(tmp_path, ca
         ([f"distill.experts.fake-task-1={wrong}"], "do not match the task's 6/2"),
         ([f"distill.experts.fake-task-2={tmp_path / 'junk.zip'}"], "corrupt expert"),
         (["distill.loss=huber"], "distill.loss must be one of kl, mse"),
+        (["train.affinity_every=10"], "not distillation"),
     ]
     for extra, message in cases:
         run_dir = tmp_path / "run"
