@@ -122,13 +122,13 @@ def mtrl_update_seconds(num_tasks: int, batch_per_task: int = 128,
 
     def step() -> None:
         agent.update(replay.sample(batch_per_task))
+        if agent.device.type == "cuda":  # time the device's work, not the launches
+            torch.cuda.synchronize()
 
     counter = FlopCounterMode(display=False)
     with counter:
         step()
     seconds = _timed(step, repeats)
-    if agent.device.type == "cuda":
-        torch.cuda.synchronize()
     return {"seconds": seconds, "flops": float(counter.get_total_flops())}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import tempfile
@@ -60,3 +61,17 @@ def find_checkpoint(run_dir_or_file: str | Path) -> Path:
     if not path.is_file():
         raise MtrlError(f"no checkpoint at {path}")
     return path
+
+
+def restore_generator(generator: torch.Generator, state: torch.Tensor) -> None:
+    """Restore a random stream saved with ``generator.get_state()``.
+
+    A state saved on another device type (a CUDA run loaded on the CPU, or the reverse) cannot
+    be carried over; the generator is then re-seeded from a hash of the saved state, so that
+    loading stays deterministic.
+    """
+    if state.numel() == generator.get_state().numel():
+        generator.set_state(state)
+        return
+    digest = hashlib.sha256(state.cpu().numpy().tobytes()).digest()
+    generator.manual_seed(int.from_bytes(digest[:8], "little"))

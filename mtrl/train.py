@@ -23,7 +23,7 @@ import torch
 
 from mtrl.affinity import tracker_for_run
 from mtrl.agents import Agent, build_agent, resolve_device
-from mtrl.checkpoint import CHECKPOINT_NAME, atomic_save, load_file
+from mtrl.checkpoint import CHECKPOINT_NAME, atomic_save, load_file, restore_generator
 from mtrl.config import Config, from_dict, to_dict, to_yaml
 from mtrl.data import MultiTaskReplay
 from mtrl.envs import MultiTaskVectorEnv, StepResult, make_vector_env
@@ -382,7 +382,7 @@ class Trainer:
         rng = np.random.default_rng()
         rng.bit_generator.state = trainer["rng"]
         random.setstate(trainer["python_random"])
-        sampler.set_state(trainer["sampler"])
+        restore_generator(sampler, trainer["sampler"])
         env.set_state(trainer["env"])
         return int(trainer["vec_step"]), rng
 

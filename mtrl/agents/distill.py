@@ -25,6 +25,7 @@ from mtrl.agents.base import Agent
 from mtrl.agents.kl import tanh_gaussian_kl
 from mtrl.agents.policy import TanhGaussianPolicy
 from mtrl.agents.sac import resolve_device
+from mtrl.checkpoint import restore_generator
 from mtrl.errors import MtrlError
 from mtrl.nn import build_network, task_parameter_names
 from mtrl.optim import TaskLoss, build_combiner
@@ -138,5 +139,5 @@ class Student(Agent):
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.combiner.load_state_dict(state["combiner"])
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state["generator"])
         self.num_updates = int(state["num_updates"])

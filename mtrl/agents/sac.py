@@ -38,6 +38,7 @@ from torch.func import functional_call
 
 from mtrl.agents.base import Agent
 from mtrl.agents.policy import TanhGaussianPolicy, rsample
+from mtrl.checkpoint import restore_generator
 from mtrl.data.replay import Batch
 from mtrl.errors import MtrlError
 from mtrl.nn import Ensemble, build_network, observe_task_losses, task_parameter_names
@@ -329,7 +330,7 @@ class SAC(Agent):
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state["generator"])
         self.num_updates = int(state["num_updates"])
         if self.popart is not None:
             self.popart.load_state_dict(state["popart"])

@@ -144,3 +144,18 @@ def test_unknown_network_or_combiner_is_a_clear_error():
         SAC(OBS, ACT, T, {**NET, "type": "nope"})
     with pytest.raises(MtrlError, match="combiner"):
         make_agent(critic_combiner="nope")
+
+
+def test_a_checkpoint_from_another_device_type_loads_with_a_deterministic_stream(tmp_path):
+    """A CUDA run's generator state (16 bytes of Philox state) cannot drive a CPU generator:
+    loading re-seeds from it instead of failing, the same way every time."""
+    agent = make_agent()
+    state = agent.state_dict()
+    state["generator"] = torch.arange(16, dtype=torch.uint8)  # what a CUDA generator saves
+    loaded = [make_agent(seed=7) for _ in range(2)]
+    for other in loaded:
+        other.load_state_dict(state)
+    obs = np.random.default_rng(0).normal(size=(6, OBS)).astype(np.float32)
+    task = np.arange(6) % T
+    np.testing.assert_array_equal(loaded[0].act(obs, task, True), agent.act(obs, task, True))
+    np.testing.assert_array_equal(loaded[0].act(obs, task), loaded[1].act(obs, task))
