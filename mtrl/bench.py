@@ -226,7 +226,10 @@ def training_run(preset: str, learning_steps: int, overrides: tuple[str, ...] = 
 
 
 def run_suite(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
-    """Everything ``mtrl bench`` reports: raw figures and ratios (> 1: mtrl is faster)."""
+    """Everything ``mtrl bench`` reports: raw figures and ratios (> 1: mtrl is faster).
+
+    ``quick`` measures fewer steps and updates and compares with gymnasium on MT10 only (its
+    MT50 vector envs take minutes to build on two cores)."""
     import os
 
     cores = os.cpu_count() or 1
@@ -245,6 +248,12 @@ def run_suite(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
                                     / out["mt10_gym_sync_steps_per_s"])
     out["collector_vs_physics_bound"] = (out["mt10_collector_steps_per_s"]
                                          / out["mt10_physics_bound_steps_per_s"])
+    if not quick:  # gymnasium at MT50: one process per env and ~35 s of goal generation each
+        for strategy in ("async", "sync"):
+            out[f"mt50_gym_{strategy}_steps_per_s"] = gym_env_steps_per_s("MT50", steps,
+                                                                          strategy)
+            out[f"mt50_collector_vs_gym_{strategy}"] = (
+                out["mt50_collector_steps_per_s"] / out[f"mt50_gym_{strategy}_steps_per_s"])
     for bench_name, tasks in (("mt10", 10), ("mt50", 50)):
         update = mtrl_update_seconds(tasks, repeats=repeats, device=device)
         out[f"{bench_name}_update_ms"] = 1e3 * update["seconds"]
