@@ -55,7 +55,12 @@ def goal_cache_dir() -> Path | None:
     configured = os.environ.get("MTRL_CACHE_DIR")
     if configured is not None:
         return Path(configured) if configured.strip() else None
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except (RuntimeError, KeyError):  # no home directory: no disk cache
+            return None
     return Path(base) / "mtrl"
 
 
