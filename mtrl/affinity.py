@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from mtrl.cli_common import DEVICES
 from mtrl.errors import MtrlError
 
 if TYPE_CHECKING:  # torch is imported where used: `mtrl --help` stays fast
@@ -425,7 +426,7 @@ def add_affinity(sub: Any) -> None:
                        help="1 - success rate (default) or negative normalized return")
     pairs.add_argument("--out", type=Path, default=None,
                        help="output directory (default: runs/<config name>-pairs)")
-    pairs.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    pairs.add_argument("--device", choices=DEVICES, default=None)
 
 
 def run_affinity(args: Any) -> int:

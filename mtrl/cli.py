@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from mtrl.cli_common import DEVICES, add_run_arguments
 from mtrl.errors import MtrlError
 from mtrl.affinity import add_affinity, run_affinity
 from mtrl.grouping import add_group, run_group
@@ -19,21 +20,13 @@ from mtrl.sweep import add_sweep, run_sweep
 from mtrl.report import add_report, run_report
 from mtrl.distill_cli import add_distill, add_expert, run_distill, run_expert
 
-DEVICES = ("auto", "cpu", "cuda")
 
 
 # ---------------------------------------------------------------------- train
 def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an agent (a preset name or a YAML config)",
                        description="Train a multi-task agent. Overrides: section.field=value.")
-    p.add_argument("config", help="YAML path or preset name (e.g. mt10_mtmhsac, quick)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, e.g. train.steps_per_task=20000")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="output directory (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --run-dir from its last checkpoint")
-    p.add_argument("--device", choices=DEVICES, default=None, help="training device")
+    add_run_arguments(p, "mt10_mtmhsac, quick", "train.steps_per_task=20000")
     p.add_argument("--groups", type=Path, default=None, metavar="FILE",
                    help="train one network per task group of this `mtrl group` JSON")
 

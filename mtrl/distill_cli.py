@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEVICES = ("auto", "cpu", "cuda")
+from mtrl.cli_common import DEVICES, add_run_arguments
 
 
 def add_expert(sub: argparse._SubParsersAction) -> None:
@@ -49,14 +49,7 @@ def add_distill(sub: argparse._SubParsersAction) -> None:
         "distill", help="distil per-task experts into one multi-task student",
         description="Policy distillation with DAgger-style student rollouts labelled by each "
                     "task's expert (SB3 .zip or mtrl checkpoint). Overrides: section.field=value.")
-    p.add_argument("config", help="YAML path or preset name (e.g. mt10_distill)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, e.g. distill.experts.reach-v3=experts/reach.zip")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="output directory (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --run-dir from its last checkpoint")
-    p.add_argument("--device", choices=DEVICES, default=None, help="training device")
+    add_run_arguments(p, "mt10_distill", "distill.experts.reach-v3=experts/reach.zip")
 
 
 def run_distill(args: argparse.Namespace) -> int:

@@ -421,16 +421,21 @@ def resolve_groups(groups: Sequence[Sequence[Any]], task_names: Sequence[str]) -
     return resolved
 
 
-def load_table(path: str | Path, matrix: str = "lookahead") -> ScoreTable:
-    """A score table from a scores JSON or an affinity JSON (``matrix`` picks the affinity:
-    a key of its ``matrices``, or ``lookahead`` / ``cosine`` for the critic-actor mean)."""
-    path = Path(path)
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``; a missing or malformed file is a one-line :class:`MtrlError`."""
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise MtrlError(f"no such file: {path}") from None
     except json.JSONDecodeError as exc:
         raise MtrlError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def load_table(path: str | Path, matrix: str = "lookahead") -> ScoreTable:
+    """A score table from a scores JSON or an affinity JSON (``matrix`` picks the affinity:
+    a key of its ``matrices``, or ``lookahead`` / ``cosine`` for the critic-actor mean)."""
+    path = Path(path)
+    data = read_json(path)
     if isinstance(data, dict) and "matrices" in data:
         from mtrl.affinity import select_matrix
 
@@ -490,12 +495,7 @@ def groups_override(path: str | Path) -> str:
     """The ``agent.network.groups=...`` override that trains the groups of an ``mtrl group``
     JSON (``{"groups": [[names], ...], ...}``)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MtrlError(f"no such file: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise MtrlError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    data = read_json(path)
     groups = data.get("groups") if isinstance(data, dict) else None
     if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
         raise MtrlError(f'{path}: expected {{"groups": [[task names], ...]}}')

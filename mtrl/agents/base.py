@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from mtrl.agents.policy import rsample
-from mtrl.checkpoint import atomic_save, load_file
+from mtrl.checkpoint import atomic_save, load_file, restore_generator
 from mtrl.errors import MtrlError
 
 AGENT_CLASSES: dict[str, type["Agent"]] = {}
@@ -38,6 +38,16 @@ class Agent(abc.ABC):
             AGENT_CLASSES[cls.name] = cls
 
     generator: torch.Generator
+    num_updates: int
+
+    def progress_state(self) -> dict[str, Any]:
+        """The agent's random stream and update count (part of every agent's state dict)."""
+        return {"generator": self.generator.get_state(), "num_updates": self.num_updates}
+
+    def load_progress_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`progress_state` (a stream saved on another device type re-seeds)."""
+        restore_generator(self.generator, state["generator"])
+        self.num_updates = int(state["num_updates"])
 
     @abc.abstractmethod
     def action_distribution(self, obs: Tensor, task_id: Tensor) -> tuple[Tensor, Tensor]:

@@ -25,7 +25,6 @@ from mtrl.agents.base import Agent
 from mtrl.agents.kl import tanh_gaussian_kl
 from mtrl.agents.policy import TanhGaussianPolicy
 from mtrl.agents.sac import resolve_device
-from mtrl.checkpoint import restore_generator
 from mtrl.errors import MtrlError
 from mtrl.nn import build_network, task_parameter_names
 from mtrl.optim import TaskLoss, build_combiner
@@ -131,13 +130,11 @@ class Student(Agent):
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "combiner": self.combiner.state_dict(),
-            "generator": self.generator.get_state(),
-            "num_updates": self.num_updates,
+            **self.progress_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.combiner.load_state_dict(state["combiner"])
-        restore_generator(self.generator, state["generator"])
-        self.num_updates = int(state["num_updates"])
+        self.load_progress_state(state)

@@ -38,7 +38,6 @@ from torch.func import functional_call
 
 from mtrl.agents.base import Agent
 from mtrl.agents.policy import TanhGaussianPolicy, rsample
-from mtrl.checkpoint import restore_generator
 from mtrl.data.replay import Batch
 from mtrl.errors import MtrlError
 from mtrl.nn import Ensemble, build_network, observe_task_losses, task_parameter_names
@@ -314,8 +313,7 @@ class SAC(Agent):
             "actor_optimizer": self.actor_optimizer.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "alpha_optimizer": self.alpha_optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "num_updates": self.num_updates,
+            **self.progress_state(),
             **({"popart": self.popart.state_dict()} if self.popart is not None else {}),
         }
 
@@ -330,7 +328,6 @@ class SAC(Agent):
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
-        restore_generator(self.generator, state["generator"])
-        self.num_updates = int(state["num_updates"])
+        self.load_progress_state(state)
         if self.popart is not None:
             self.popart.load_state_dict(state["popart"])

@@ -8,13 +8,13 @@ tell them from shared parameters (:func:`task_parameter_names`).
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from mtrl.errors import MtrlError
+from mtrl.nn.layers import BatchedLinear
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -45,8 +45,9 @@ def mlp_layers(in_dim: int, hidden_sizes: Iterable[int], activation: str) -> nn.
     return nn.Sequential(*layers)
 
 
-class TaskLinear(nn.Module):
-    """A separate linear layer per task, stored as ``weight (T, in, out)`` and ``bias (T, out)``.
+class TaskLinear(BatchedLinear):
+    """A separate linear layer per task: a :class:`BatchedLinear` with one member per task
+    (``weight (T, in, out)``, ``bias (T, out)``, each slice initialised like ``nn.Linear``).
 
     ``forward(x, task_id)`` computes every task's output with one matmul and gathers each row's
     own task, so the gradient of a row reaches only its task's slice (exact isolation) and any
@@ -56,17 +57,8 @@ class TaskLinear(nn.Module):
     task_parameters = ("weight", "bias")
 
     def __init__(self, in_dim: int, out_dim: int, num_tasks: int) -> None:
-        super().__init__()
-        self.in_dim, self.out_dim, self.num_tasks = in_dim, out_dim, num_tasks
-        self.weight = nn.Parameter(torch.empty(num_tasks, in_dim, out_dim))
-        self.bias = nn.Parameter(torch.empty(num_tasks, out_dim))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Each task's slice initialised like ``nn.Linear``."""
-        bound = 1.0 / math.sqrt(self.in_dim)
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        super().__init__(num_tasks, in_dim, out_dim)
+        self.num_tasks = num_tasks
 
     def forward(self, x: Tensor, task_id: Tensor) -> Tensor:
         all_tasks = x @ self.weight.permute(1, 0, 2).reshape(self.in_dim, -1)
