@@ -174,3 +174,15 @@ def test_short_mt10_run_with_each_combiner(actor, critic, popart, run_dir):
     ])
     result = train(config, run_dir)
     assert 0.0 <= result.success_rate <= 1.0 and len(result.per_task) == 10
+    # every learning step ran one update through the combiners, and what they logged is finite
+    import json
+
+    from mtrl.checkpoint import load_file
+
+    state = load_file(run_dir / "checkpoint.pt")["learner"]["state"]
+    assert state["num_updates"] == 150 - 100
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    losses = [r for r in records if "train/critic_loss" in r]
+    assert losses and all(np.isfinite(v) for r in losses for k, v in r.items()
+                          if k.startswith("train/"))
+    assert any(k.startswith("train/popart_sigma") for k in losses[-1]) == popart
