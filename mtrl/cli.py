@@ -61,8 +61,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
                    help="also render one episode per task to DIR/<task>.gif, success marked "
                         "(Meta-World needs offscreen GL: MUJOCO_GL=egl or osmesa)")
     p.add_argument("--policy", choices=("shared", "task"), default=None,
-                   help="Distral runs: evaluate the shared distilled policy pi_0 (the default) "
-                        "or the task policies pi_i")
+                   help="Distral runs: evaluate the task policies pi_i or the shared distilled "
+                        "policy pi_0 (default: the run's agent.distral.eval_policy)")
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ class EnvConfig:
     num_workers: Optional[int] = None  # worker processes; None = one per core (at most)
     mode: str = "async"  # async (worker processes) | sync (in-process, for debugging)
     max_episode_steps: Optional[int] = None  # None = the benchmark's horizon (500)
+    backend: str = "metaworld"  # metaworld | envpool (training envs; evaluation stays metaworld)
 
 
 @dataclass
@@ -84,6 +85,13 @@ class MooreOptions:
 
 
 @dataclass
+class MultiHeadOptions:
+    """Multi-head network (MT-MH-SAC, Meta-World / Meta-World+ baselines)."""
+
+    task_input: bool = True  # trunk sees obs + one-hot task id (the references); False: obs only
+
+
+@dataclass
 class NetworkConfig:
     """Architecture of the actor and critic networks (``agent.network.type`` selects it).
 
@@ -94,6 +102,7 @@ class NetworkConfig:
     type: str = "multihead"  # mlp | multihead | softmod | care | film | paco | moore
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
     activation: str = "relu"
+    multihead: MultiHeadOptions = field(default_factory=MultiHeadOptions)
     softmod: SoftModOptions = field(default_factory=SoftModOptions)
     care: CareOptions = field(default_factory=CareOptions)
     film: FiLMOptions = field(default_factory=FiLMOptions)
@@ -119,8 +128,9 @@ class DistralConfig:
     learn_beta: bool = False  # tune 1/beta per task toward agent.target_entropy (SAC-style)
     two_column: bool = False  # pi_i = pi_0^alpha * exp(beta f_i): a shared and a task column
     shared_network: NetworkConfig = field(default_factory=lambda: NetworkConfig(type="mlp"))
-    shared_task_input: bool = True  # pi_0 sees the task id (False: pi_0(a|s) as in the paper)
-    eval_policy: str = "shared"  # shared (pi_0) | task (pi_i): what deterministic actions use
+    # the paper (Teh et al. 2017): pi_0(a|s) has no task input and the task policies act
+    shared_task_input: bool = False  # True: pi_0(a|s, task) (a variant, not the paper's)
+    eval_policy: str = "task"  # task (pi_i, the paper) | shared (pi_0): what deterministic acts use
 
 
 @dataclass
@@ -202,6 +212,8 @@ class AgentConfig:
     target_entropy: Optional[float] = None  # None = -|A|
     log_std_min: float = -20.0
     log_std_max: float = 2.0
+    log_std_mode: str = "clip"  # clip (SB3 / JAX baselines: initial std ~1) | tanh (CARE code)
+    shared_temperature: bool = False  # one SAC temperature for all tasks (one-hot MT-SAC papers)
     actor_update_every: int = 1
     target_update_every: int = 1
     temperature_weighting: bool = False  # re-weight task losses by softmax(-log alpha)
@@ -271,6 +283,7 @@ class StudentConfig:
     combiner: str = "mean"  # gradient combiner of the per-task distillation losses
     log_std_min: float = -20.0
     log_std_max: float = 2.0
+    log_std_mode: str = "clip"  # clip | tanh, as agent.log_std_mode
 
 
 @dataclass
@@ -413,6 +426,7 @@ def validate(config: Any) -> None:
     })
     if not config.agent.network.hidden_sizes or min(config.agent.network.hidden_sizes) <= 0:
         raise MtrlError("config: agent.network.hidden_sizes must be non-empty and positive")
+    _validate_log_std(config.agent.log_std_mode, "agent")
     if not 0.0 < config.agent.tau <= 1.0:
         raise MtrlError("config: agent.tau must be in (0, 1]")
     if not 0.0 <= config.agent.gamma <= 1.0:
@@ -428,6 +442,14 @@ def validate(config: Any) -> None:
 
         config.agent.network.groups = resolve_groups(config.agent.network.groups,
                                                      resolve_tasks(config.env.tasks))
+
+
+def _validate_log_std(mode: str, section: str) -> None:
+    from mtrl.agents.policy import LOG_STD_MODES
+
+    if mode not in LOG_STD_MODES:
+        raise MtrlError(f"config: {section}.log_std_mode must be one of "
+                        f"{', '.join(LOG_STD_MODES)}, got '{mode}'")
 
 
 def _validate_combiners(agent: AgentConfig) -> None:
@@ -484,6 +506,7 @@ def _validate_common(config: Any, positive: dict[str, float]) -> None:
         raise MtrlError(f"config: train.overlap must be true, false or auto, got "
                         f"'{config.train.overlap}'")
     for key, value, allowed in (("env.mode", config.env.mode, ("async", "sync")),
+                                ("env.backend", config.env.backend, ("metaworld", "envpool")),
                                 ("train.device", config.train.device, ("auto", "cpu", "cuda"))):
         if value not in allowed:
             raise MtrlError(f"config: {key} must be one of {', '.join(allowed)}, got '{value}'")
@@ -503,6 +526,7 @@ def _validate_distill(config: DistillConfig) -> None:
             raise MtrlError(f"config: distill.{key} must be in [0, 1], got {getattr(d, key)}")
     if d.expert_rollouts_steps < 0:
         raise MtrlError("config: distill.expert_rollouts_steps must be >= 0")
+    _validate_log_std(config.student.log_std_mode, "student")
     sizes = config.student.network.hidden_sizes
     if not sizes or min(sizes) <= 0:
         raise MtrlError("config: student.network.hidden_sizes must be non-empty and positive")

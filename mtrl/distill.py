@@ -88,7 +88,7 @@ class Distiller(Trainer):
                        network=dataclasses.asdict(s.network), lr=s.lr,
                        loss=self.config.distill.loss, combiner=s.combiner,
                        log_std_min=s.log_std_min, log_std_max=s.log_std_max,
-                       device=str(self.device), seed=self.config.train.seed)
+                       log_std_mode=s.log_std_mode, device=str(self.device), seed=self.config.train.seed)
 
     def run(self) -> DistillResult:  # type: ignore[override]
         """Distil to ``train.steps_per_task``, evaluate student and experts, write the report."""

@@ -318,7 +318,7 @@ def train_expert(config: ExpertConfig, run_dir: str | Path) -> EvalResult:
     env_cfg, train_cfg = config.env, config.train
 
     train_env = make_vector_env(spec, 1, train_cfg.seed, env_cfg.num_workers, env_cfg.mode,
-                                env_cfg.max_episode_steps)
+                                env_cfg.max_episode_steps, backend=env_cfg.backend)
     gym_env = TaskGymEnv(train_env, task_index)
     eval_env = make_vector_env(spec, env_cfg.eval_envs_per_task,
                                train_cfg.seed + EVAL_SEED_OFFSET, env_cfg.num_workers,

@@ -8,6 +8,7 @@ steps **per task** (as papers report); ``total_env_steps`` is logged beside it.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -95,10 +96,58 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
-    """A console bar over env steps per task, with rate and ETA."""
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step",
-                unit_scale=True, dynamic_ncols=True, desc="steps/task")
+class Progress:
+    """Console progress over env steps per task.
+
+    On a terminal: a tqdm bar (rate, ETA) with the log lines printed above it. Anywhere else
+    (a redirected log, a cluster job): no bar and no carriage-return updates, only the lines.
+    ``enabled=False`` keeps the lines and drops the bar.
+    """
+
+    def __init__(self, total: int, initial: int, enabled: bool, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.total = total
+        self.bar = tqdm(total=total, initial=initial, disable=not (enabled and tty), unit="step",
+                        unit_scale=True, dynamic_ncols=True, desc="steps/task",
+                        file=self.stream)
+
+    def update(self, steps: int) -> None:
+        self.bar.update(steps)
+
+    def write(self, line: str) -> None:
+        """Print a line (above the bar when there is one)."""
+        if self.bar.disable:
+            print(line, file=self.stream, flush=True)
+        else:
+            self.bar.write(line, file=self.stream)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def progress_bar(total: int, initial: int, enabled: bool) -> Progress:
+    """The console :class:`Progress` of a run (a bar on terminals, plain lines elsewhere)."""
+    return Progress(total, initial, enabled)
+
+
+def interval_line(step: int, total: int, scalars: Mapping[str, float],
+                  task_names: list[str]) -> str:
+    """One console line per log interval: steps, env steps/s, per-task return and success.
+
+    ``step 3000/15000 | 412 env steps/s | reach R 1520 S 0.60 | drawer-close R 2210 S 0.80``
+    (R, S: mean return and success rate of the training episodes finished in the interval).
+    """
+    parts = [f"step {step}/{total}"]
+    rate = scalars.get("time/env_steps_per_s")
+    if rate is not None:
+        parts.append(f"{rate:.0f} env steps/s")
+    for task in task_names:
+        ret = scalars.get(f"train/episode_return/{task}")
+        success = scalars.get(f"train/success/{task}")
+        if ret is not None and success is not None:
+            parts.append(f"{task.removesuffix('-v3')} R {ret:.0f} S {success:.2f}")
+    return " | ".join(parts)
 
 
 def success_line(per_task: Mapping[str, float], width: int = 6) -> str:

@@ -14,7 +14,7 @@ import random
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +29,8 @@ from mtrl.data import MultiTaskReplay
 from mtrl.envs import MultiTaskVectorEnv, StepResult, make_vector_env
 from mtrl.errors import MtrlError
 from mtrl.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
-from mtrl.logging import MetricsLogger, flatten_metrics, progress_bar, success_line
+from mtrl.logging import (MetricsLogger, flatten_metrics, interval_line, progress_bar,
+                          success_line)
 
 CONFIG_FILE = "config.yaml"
 FINAL_EVAL_FILE = "final_eval.json"
@@ -223,13 +224,19 @@ class Trainer:
             sampler = torch.Generator(self.device)  # replay sampling stream, checkpointed
             sampler.manual_seed(cfg.train.seed + 2)
             vec_step = 0
+            stats = EpisodeStats.create(env.num_envs, env.num_tasks)
+            sums = MetricSums()
+            obs: np.ndarray | None = None  # the observation the loop acts on next
             if self.checkpoint is not None:
-                vec_step, rng = self._restore(self.checkpoint, learner, replay, env, sampler)
+                vec_step, rng, obs = self._restore(self.checkpoint, learner, replay, env,
+                                                   sampler, stats, sums)
             per_step = env.num_envs // env.num_tasks
             resume_step = None if self.checkpoint is None else vec_step * per_step
             logger = MetricsLogger(self.run_dir, env.task_names, cfg.log.tensorboard,
                                    resume_step)
             affinity = tracker_for_run(cfg, self.run_dir, env.task_names, resume_step)
+            if self.checkpoint is not None:
+                eval_env = self._restore_side_streams(self.checkpoint, env, affinity, replay)
             total = math.ceil(cfg.train.steps_per_task / per_step)
             if vec_step >= total and (self.run_dir / FINAL_EVAL_FILE).exists():
                 return self.saved_result()
@@ -237,20 +244,29 @@ class Trainer:
             def every(interval: int) -> bool:
                 return (vec_step * per_step) // interval != ((vec_step - 1) * per_step) // interval
 
-            stats = EpisodeStats.create(env.num_envs, env.num_tasks)
-            sums = MetricSums()
-
             def learn() -> None:
                 for _ in range(cfg.train.updates_per_step):
                     sums.add(self.update(learner, replay, sampler))
             warmup = math.ceil(cfg.train.warmup_steps_per_task / per_step)
-            obs = env.reset()
-            self.start(env, rng, vec_step * per_step)
+            if obs is None:  # a fresh run, or a checkpoint without the episodes in flight
+                obs = env.reset()
+            loop = {} if self.checkpoint is None else self.checkpoint["trainer"].get("loop", {})
+            if loop:  # a subclass's saved loop state replaces what start() would set up
+                self.load_loop_state(loop)
+            else:
+                self.start(env, rng, vec_step * per_step)
+
+            def save() -> None:
+                assert obs is not None
+                self._save(learner, replay, env, vec_step, rng, sampler, obs, stats, sums,
+                           eval_env, affinity)
             bar = progress_bar(total * per_step, vec_step * per_step, cfg.log.progress)
             clock, clock_step = time.perf_counter(), vec_step
             stop = GracefulInterrupt()
+            consistent = True  # False mid-iteration: a checkpoint there could not resume exactly
             try:
                 while vec_step < total:
+                    consistent = False
                     learning = vec_step >= warmup
                     actions = self.actions(learner, obs, env, rng, learning)
                     result = step_and_learn(env, actions, learn if learning else None,
@@ -270,6 +286,8 @@ class Trainer:
                         scalars = training_scalars(sums, stats, env.task_names, rate, len(replay))
                         scalars.update(self.extra_scalars(step))
                         logger.log(step, scalars, step * env.num_tasks)
+                        bar.write(interval_line(step, total * per_step, scalars,
+                                                env.task_names))
                         clock, clock_step = now, vec_step
                     if affinity is not None and vec_step > warmup \
                             and every(cfg.train.affinity_every):
@@ -279,11 +297,13 @@ class Trainer:
                         self._log_eval(evaluate_agent(learner, eval_env, cfg.train.eval_episodes,
                                                       step), logger, bar, env.num_tasks)
                     if every(cfg.train.checkpoint_every) and vec_step < total:
-                        self._save(learner, replay, env, vec_step, rng, sampler)
+                        save()
+                    consistent = True
                     if stop.requested:
                         raise KeyboardInterrupt
             except KeyboardInterrupt:
-                self._save(learner, replay, env, vec_step, rng, sampler)
+                if consistent:  # a second signal mid-iteration keeps the last checkpoint
+                    save()
                 bar.close()
                 raise
             finally:
@@ -293,7 +313,7 @@ class Trainer:
             final = evaluate_agent(learner, eval_env, cfg.train.eval_episodes, total * per_step)
             self._log_eval(final, logger, None, env.num_tasks)
             outcome = self.finish(final, eval_env, logger)
-            self._save(learner, replay, env, vec_step, rng, sampler)
+            save()
             final.write(self.run_dir / FINAL_EVAL_FILE)
             return outcome
         finally:
@@ -311,7 +331,8 @@ class Trainer:
                            str(self.device), cfg.train.seed)
 
     def start(self, env: MultiTaskVectorEnv, rng: np.random.Generator, step: int) -> None:
-        """Called once before the first vector step (after a resume's restore)."""
+        """Called once before the first vector step (after a resume's restore, unless
+        :meth:`load_loop_state` restores the loop's own state instead)."""
 
     def actions(self, learner: Agent, obs: np.ndarray, env: MultiTaskVectorEnv,
                 rng: np.random.Generator, learning: bool) -> np.ndarray:
@@ -353,8 +374,24 @@ class Trainer:
         (bar.write if bar is not None else print)(line)
 
     # ------------------------------------------------------------ checkpoint
+    def loop_state(self) -> dict[str, Any]:
+        """A subclass's own loop state to checkpoint (e.g. what :meth:`start` and
+        :meth:`after_step` keep); empty by default."""
+        return {}
+
+    def load_loop_state(self, state: dict[str, Any]) -> None:
+        """Restore a non-empty :meth:`loop_state` on a resume, instead of calling
+        :meth:`start` (whose draws from the action RNG would shift the stream)."""
+
     def _save(self, agent: Agent, replay: MultiTaskReplay, env: MultiTaskVectorEnv,
-              vec_step: int, rng: np.random.Generator, sampler: torch.Generator) -> None:
+              vec_step: int, rng: np.random.Generator, sampler: torch.Generator,
+              obs: np.ndarray, stats: EpisodeStats, sums: MetricSums,
+              eval_env: MultiTaskVectorEnv | None = None, affinity: Any = None) -> None:
+        """Write everything the loop's next iteration depends on, so that a resumed run
+        continues the uninterrupted one: learner, replay, every random stream, the envs'
+        episodes in flight and the observation acted on next, and the partial log interval
+        (episode statistics and update-metric sums)."""
+        affinity_stream = getattr(affinity, "_generator", None)
         atomic_save(
             {
                 "learner": {"agent": agent.name, "kwargs": agent.init_kwargs,
@@ -364,6 +401,15 @@ class Trainer:
                             "python_random": random.getstate(),
                             "sampler": sampler.get_state(),
                             "env": env.get_state(),
+                            "obs": np.array(obs, copy=True),
+                            "episode_stats": {k: v.copy() for k, v in asdict(stats).items()},
+                            "metric_sums": {"sums": {k: v.detach().cpu()
+                                                     for k, v in sums.sums.items()},
+                                            "count": sums.count},
+                            "eval_env": None if eval_env is None else eval_env.get_state(),
+                            "affinity_sampler": None if affinity_stream is None
+                            else affinity_stream.get_state(),
+                            "loop": self.loop_state(),
                             "steps_per_task": vec_step * (env.num_envs // env.num_tasks)},
                 "config": to_dict(self.config),
                 "task_names": env.task_names,
@@ -372,8 +418,12 @@ class Trainer:
         )
 
     def _restore(self, checkpoint: dict[str, Any], agent: Agent, replay: MultiTaskReplay,
-                 env: MultiTaskVectorEnv, sampler: torch.Generator
-                 ) -> tuple[int, np.random.Generator]:
+                 env: MultiTaskVectorEnv, sampler: torch.Generator, stats: EpisodeStats,
+                 sums: MetricSums) -> tuple[int, np.random.Generator, np.ndarray | None]:
+        """Load :meth:`_save`'s state into the run's objects; returns the vector step, the
+        action RNG and the observation to act on next (``None`` where the env state does not
+        continue the episodes in flight, i.e. lacks ``resumes_episodes``: the envs must then
+        be reset)."""
         if checkpoint.get("task_names") != env.task_names:
             raise MtrlError("checkpoint was made for other tasks than this run's config")
         agent.load_state_dict(checkpoint["learner"]["state"])
@@ -384,8 +434,30 @@ class Trainer:
         random.setstate(trainer["python_random"])
         restore_generator(sampler, trainer["sampler"])
         env.set_state(trainer["env"])
-        return int(trainer["vec_step"]), rng
+        for key, value in trainer.get("episode_stats", {}).items():
+            getattr(stats, key)[...] = value
+        if "metric_sums" in trainer:
+            sums.sums = {k: v.to(self.device) for k, v in trainer["metric_sums"]["sums"].items()}
+            sums.count = int(trainer["metric_sums"]["count"])
+        obs = trainer.get("obs")
+        if obs is None or not trainer["env"].get("resumes_episodes", False):
+            return int(trainer["vec_step"]), rng, None  # the env needs a reset after set_state
+        return int(trainer["vec_step"]), rng, np.asarray(obs)
 
+    def _restore_side_streams(self, checkpoint: dict[str, Any], env: MultiTaskVectorEnv,
+                              affinity: Any, replay: MultiTaskReplay
+                              ) -> MultiTaskVectorEnv | None:
+        """Restore what does not touch the learner but shapes the logs: the evaluation envs
+        (built now if the checkpointed run had built them) and the affinity sampler."""
+        trainer = checkpoint["trainer"]
+        eval_env = None
+        if trainer.get("eval_env") is not None:
+            eval_env = make_eval_env(self.config, env)
+            eval_env.set_state(trainer["eval_env"])
+        if affinity is not None and trainer.get("affinity_sampler") is not None:
+            affinity._generator = torch.Generator(replay.device)
+            restore_generator(affinity._generator, trainer["affinity_sampler"])
+        return eval_env
 
 def train(config: Config, run_dir: str | Path, resume: bool = False, device: str | None = None,
           overrides: tuple[str, ...] = ()) -> EvalResult:

@@ -128,6 +128,18 @@ class Agent(abc.ABC):
         return load_agent(path, device)
 
 
+def upgrade_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments saved before a default changed, with the old behaviour made
+    explicit: the tanh log-std bounds, a multi-head trunk without the task id."""
+    if "log_std_min" in kwargs and "log_std_mode" not in kwargs:
+        kwargs["log_std_mode"] = "tanh"
+    for key in ("network", "shared_network"):
+        spec = kwargs.get(key)
+        if isinstance(spec, dict) and spec.get("type") == "multihead" and "multihead" not in spec:
+            kwargs[key] = {**spec, "multihead": {"task_input": False}}
+    return kwargs
+
+
 def agent_from_payload(payload: dict[str, Any], device: str | torch.device | None = None) -> Agent:
     """Rebuild an agent from ``{"agent", "kwargs", "state"}``."""
     try:
@@ -137,7 +149,7 @@ def agent_from_payload(payload: dict[str, Any], device: str | torch.device | Non
         raise MtrlError("file does not hold an mtrl agent") from None
     if device is not None:
         kwargs["device"] = str(device)
-    agent = cls(**kwargs)
+    agent = cls(**upgrade_kwargs(kwargs))
     agent.load_state_dict(payload["state"])
     return agent
 

@@ -26,7 +26,7 @@ from mtrl.agents.kl import tanh_gaussian_kl
 from mtrl.agents.policy import TanhGaussianPolicy
 from mtrl.agents.sac import resolve_device
 from mtrl.errors import MtrlError
-from mtrl.nn import build_network, task_parameter_names
+from mtrl.nn import build_network, explicit_spec, task_parameter_names
 from mtrl.optim import TaskLoss, build_combiner
 
 LOSSES = ("kl", "mse")
@@ -68,6 +68,7 @@ class Student(Agent):
         combiner: str = "mean",
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
+        log_std_mode: str = "clip",
         device: str = "cpu",
         seed: int = 0,
     ) -> None:
@@ -77,12 +78,13 @@ class Student(Agent):
         self.obs_dim, self.act_dim, self.num_tasks = obs_dim, act_dim, num_tasks
         self.device = resolve_device(device)
         self.init_kwargs["device"] = str(self.device)
+        self.init_kwargs["network"] = explicit_spec(network)
         self.loss = loss
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.policy = TanhGaussianPolicy(
                 build_network(network, obs_dim, 2 * act_dim, num_tasks),
-                act_dim, log_std_min, log_std_max,
+                act_dim, log_std_min, log_std_max, log_std_mode,
             ).to(self.device)
         self.combiner = build_combiner(combiner, num_tasks, seed=seed + 2).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr)

@@ -42,7 +42,7 @@ from mtrl.agents.kl import tanh_gaussian_kl
 from mtrl.agents.policy import TanhGaussianPolicy, rsample
 from mtrl.agents.sac import SAC
 from mtrl.errors import MtrlError
-from mtrl.nn import build_network
+from mtrl.nn import build_network, explicit_spec
 
 EVAL_POLICIES = ("shared", "task")
 
@@ -56,10 +56,12 @@ class DistralPolicy(nn.Module):
 
     def __init__(self, task_network: nn.Module, shared_network: nn.Module, act_dim: int,
                  log_std_min: float, log_std_max: float, alpha: float, beta: float,
-                 two_column: bool, shared_task_input: bool) -> None:
+                 two_column: bool, shared_task_input: bool, log_std_mode: str = "clip") -> None:
         super().__init__()
-        self.task = TanhGaussianPolicy(task_network, act_dim, log_std_min, log_std_max)
-        self.shared = TanhGaussianPolicy(shared_network, act_dim, log_std_min, log_std_max)
+        self.task = TanhGaussianPolicy(task_network, act_dim, log_std_min, log_std_max,
+                                       log_std_mode)
+        self.shared = TanhGaussianPolicy(shared_network, act_dim, log_std_min, log_std_max,
+                                         log_std_mode)
         self.two_column = two_column
         self.shared_task_input = shared_task_input
         self.log_alpha, self.log_beta = math.log(alpha), math.log(beta)
@@ -103,8 +105,9 @@ class Distral(SAC):
         learn_beta: tune ``1/beta`` per task toward ``target_entropy`` (``alpha_lr``).
         two_column: ``pi_i ∝ pi_0^alpha exp(beta f_i)`` with a task column ``f_i``.
         shared_network: network spec of ``pi_0`` (default: ``network``).
-        shared_task_input: whether ``pi_0`` sees the task id.
-        eval_policy: ``shared`` (``pi_0``) or ``task`` (``pi_i``) for deterministic actions.
+        shared_task_input: whether ``pi_0`` sees the task id (paper: no, ``pi_0(a|s)``).
+        eval_policy: ``task`` (``pi_i``, the paper) or ``shared`` (``pi_0``) for
+            deterministic actions.
     """
 
     name = "distral"
@@ -121,8 +124,8 @@ class Distral(SAC):
         learn_beta: bool = False,
         two_column: bool = False,
         shared_network: dict[str, Any] | None = None,
-        shared_task_input: bool = True,
-        eval_policy: str = "shared",
+        shared_task_input: bool = False,
+        eval_policy: str = "task",
         init_temperature: float = 1.0,
         **sac_options: Any,
     ) -> None:
@@ -135,7 +138,8 @@ class Distral(SAC):
                             "is 1/agent.distral.beta")
         self.alpha, self.beta, self.learn_beta = alpha, beta, learn_beta
         self.two_column, self.shared_task_input = two_column, shared_task_input
-        self.shared_network = dict(shared_network) if shared_network is not None else network
+        self.shared_network = explicit_spec(shared_network if shared_network is not None
+                                            else network)
         self.set_eval_policy(eval_policy)
         super().__init__(obs_dim, act_dim, num_tasks, network, init_temperature=1.0 / beta,
                          **sac_options)
@@ -147,13 +151,13 @@ class Distral(SAC):
         }
 
     def make_actor(self, network: dict[str, Any], obs_dim: int, act_dim: int, num_tasks: int,
-                   log_std_min: float, log_std_max: float) -> DistralPolicy:
+                   log_std_min: float, log_std_max: float, log_std_mode: str) -> DistralPolicy:
         shared_tasks = num_tasks if self.shared_task_input else 1
         return DistralPolicy(
             build_network(network, obs_dim, 2 * act_dim, num_tasks),
             build_network(self.shared_network, obs_dim, 2 * act_dim, shared_tasks),
             act_dim, log_std_min, log_std_max, self.alpha, self.beta, self.two_column,
-            self.shared_task_input,
+            self.shared_task_input, log_std_mode,
         )
 
     def set_eval_policy(self, policy: str) -> None:

@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtrl.errors import MtrlError
+
+LOG_STD_MODES = ("clip", "tanh")
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -31,20 +34,31 @@ def rsample(mean: Tensor, log_std: Tensor, noise: Tensor) -> tuple[Tensor, Tenso
 class TanhGaussianPolicy(nn.Module):
     """``a = tanh(mean + std * eps)`` with mean and log-std from any mtrl network.
 
-    The network outputs ``2 * act_dim`` values; the log-std half is squashed into
-    ``[log_std_min, log_std_max]`` with a tanh (as in the CARE / mtrl reference code).
+    The network outputs ``2 * act_dim`` values; the log-std half is mapped into
+    ``[log_std_min, log_std_max]`` by ``log_std_mode``:
+
+    * ``clip`` (default): the raw output clipped, as stable-baselines3 and the JAX baselines
+      do; a fresh network's output is near 0, so the initial std is about 1.
+    * ``tanh``: squashed with a tanh, as in the CARE / facebookresearch-mtrl code; with the
+      bounds [-20, 2] a fresh policy starts at log-std ~ -9 (std ~ 1e-4, almost deterministic).
     """
 
     def __init__(self, network: nn.Module, act_dim: int, log_std_min: float = -20.0,
-                 log_std_max: float = 2.0) -> None:
+                 log_std_max: float = 2.0, log_std_mode: str = "clip") -> None:
         super().__init__()
+        if log_std_mode not in LOG_STD_MODES:
+            raise MtrlError(f"log_std_mode must be one of {', '.join(LOG_STD_MODES)}, "
+                            f"got '{log_std_mode}'")
         self.network = network
         self.act_dim = act_dim
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.log_std_mode = log_std_mode
 
     def distribution(self, network_output: Tensor) -> tuple[Tensor, Tensor]:
         """``(mean, log_std)`` of the pre-tanh Gaussian from the network's raw output."""
         mean, raw = network_output.chunk(2, dim=-1)
+        if self.log_std_mode == "clip":
+            return mean, raw.clamp(self.log_std_min, self.log_std_max)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
             torch.tanh(raw) + 1.0
         )

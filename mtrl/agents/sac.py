@@ -10,7 +10,8 @@ One update, top to bottom:
 4. per-task temperature: ``-log alpha_t * (log pi + target_entropy)`` averaged over task t's rows.
 5. Polyak averaging of the target critic.
 
-Each task has its own temperature. With ``temperature_weighting`` the task losses of actor and
+Each task has its own temperature (``shared_temperature``: one for all tasks, as the one-hot
+MT-SAC baselines of PCGrad, CAGrad and FAMO use). With ``temperature_weighting`` the task losses of actor and
 critic are weighted by ``softmax(-log alpha)`` (soft modularization, Yang et al. 2020).
 
 Gradient combiners (``mtrl.optim``) turn each per-task loss vector into gradients; the
@@ -40,7 +41,8 @@ from mtrl.agents.base import Agent
 from mtrl.agents.policy import TanhGaussianPolicy, rsample
 from mtrl.data.replay import Batch
 from mtrl.errors import MtrlError
-from mtrl.nn import Ensemble, build_network, observe_task_losses, task_parameter_names
+from mtrl.nn import (Ensemble, build_network, explicit_spec, observe_task_losses,
+                     task_parameter_names)
 from mtrl.optim import PopArt, TaskLoss, build_combiner, output_layer_name, with_task_output
 
 
@@ -63,6 +65,8 @@ class SAC(Agent):
             combiner(s) of that name.
         popart: PopArt-normalised critic; ``popart_beta`` is the statistics' step size.
         temperature_weighting: weight task losses by ``softmax(-log alpha)``.
+        log_std_mode: ``clip`` (SB3, initial std ~1) or ``tanh`` (CARE code) log-std bounds.
+        shared_temperature: one SAC temperature for all tasks instead of one per task.
         seed: seeds parameter initialisation and the agent's sampling noise.
     """
 
@@ -84,6 +88,8 @@ class SAC(Agent):
         target_entropy: float | None = None,
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
+        log_std_mode: str = "clip",
+        shared_temperature: bool = False,
         actor_update_every: int = 1,
         target_update_every: int = 1,
         temperature_weighting: bool = False,
@@ -99,6 +105,7 @@ class SAC(Agent):
         self.obs_dim, self.act_dim, self.num_tasks = obs_dim, act_dim, num_tasks
         self.device = resolve_device(device)
         self.init_kwargs["device"] = str(self.device)
+        self.init_kwargs["network"] = explicit_spec(network)
         self.gamma, self.tau = gamma, tau
         self.actor_update_every = actor_update_every
         self.target_update_every = target_update_every
@@ -108,7 +115,7 @@ class SAC(Agent):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.actor = self.make_actor(
-                network, obs_dim, act_dim, num_tasks, log_std_min, log_std_max
+                network, obs_dim, act_dim, num_tasks, log_std_min, log_std_max, log_std_mode
             ).to(self.device)
             members = [build_network(network, obs_dim + act_dim, 1, num_tasks) for _ in range(2)]
             if popart:  # PopArt rescales a per-task output layer (added if the net has none)
@@ -119,8 +126,10 @@ class SAC(Agent):
         self._critic_output = (
             output_layer_name(self.critic.template, num_tasks) if popart else None
         )
-        self.log_alpha = torch.full(
-            (num_tasks,), math.log(init_temperature), device=self.device, requires_grad=True
+        self.shared_temperature = shared_temperature
+        self.log_alpha_param = torch.full(
+            (1 if shared_temperature else num_tasks,), math.log(init_temperature),
+            device=self.device, requires_grad=True,
         )
         options = combiners or {}
         self.actor_combiner = build_combiner(
@@ -136,7 +145,7 @@ class SAC(Agent):
             )
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=alpha_lr)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha_param], lr=alpha_lr)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed + 1)
         self.num_updates = 0
@@ -144,10 +153,15 @@ class SAC(Agent):
         self._critic_task_params = task_parameter_names(self.critic)
 
     def make_actor(self, network: dict[str, Any], obs_dim: int, act_dim: int, num_tasks: int,
-                   log_std_min: float, log_std_max: float) -> nn.Module:
+                   log_std_min: float, log_std_max: float, log_std_mode: str) -> nn.Module:
         """The policy module (subclasses with another policy parameterisation override this)."""
         return TanhGaussianPolicy(build_network(network, obs_dim, 2 * act_dim, num_tasks),
-                                  act_dim, log_std_min, log_std_max)
+                                  act_dim, log_std_min, log_std_max, log_std_mode)
+
+    @property
+    def log_alpha(self) -> Tensor:
+        """``(T,)`` log-temperatures (one shared value repeated with ``shared_temperature``)."""
+        return self.log_alpha_param.expand(self.num_tasks)
 
     # ------------------------------------------------------------------ acting
     def action_distribution(self, obs: Tensor, task_id: Tensor) -> tuple[Tensor, Tensor]:
@@ -296,7 +310,10 @@ class SAC(Agent):
 
     def temperature_step(self, log_prob: Tensor) -> None:
         """Move each task's temperature toward its entropy target (``log_prob``: (T,) means)."""
-        alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy)).sum()
+        gap = log_prob + self.target_entropy
+        # per task: each temperature its task's mean; shared: one temperature, all rows' mean
+        alpha_loss = -(self.log_alpha * gap).mean() if self.shared_temperature else \
+            -(self.log_alpha * gap).sum()
         self.alpha_optimizer.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_optimizer.step()
@@ -307,7 +324,7 @@ class SAC(Agent):
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
             "critic_target": self.critic_target.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
+            "log_alpha": self.log_alpha_param.detach().clone(),
             "actor_combiner": self.actor_combiner.state_dict(),
             "critic_combiner": self.critic_combiner.state_dict(),
             "actor_optimizer": self.actor_optimizer.state_dict(),
@@ -322,7 +339,7 @@ class SAC(Agent):
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
         with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
+            self.log_alpha_param.copy_(state["log_alpha"])
         self.actor_combiner.load_state_dict(state["actor_combiner"])
         self.critic_combiner.load_state_dict(state["critic_combiner"])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])

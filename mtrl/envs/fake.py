@@ -159,22 +159,39 @@ class FakeMultiTaskVectorEnv:
         self._terminate_on_success = bool(enabled)
 
     def get_state(self) -> dict[str, Any]:
-        """Picklable resume state (the goal/start RNG); envs must be reset after :meth:`set_state`."""
+        """Picklable resume state: the goal/start RNG and every env's episode in progress
+        (position, goal, elapsed steps), so that :meth:`set_state` continues the episodes."""
         return {
             "task_names": list(self.task_names),
             "num_envs": self.num_envs,
             "rng": self._rng.bit_generator.state,
+            "resumes_episodes": True,  # set_state continues them: no reset needed
+            "episode": {"pos": self._pos.copy(), "goal": self._goal.copy(),
+                        "steps": self._steps.copy(), "needs_reset": self._needs_reset,
+                        "autoreset": self._autoreset,
+                        "terminate_on_success": self._terminate_on_success},
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`get_state`'s RNG; the next call must be :meth:`reset`."""
+        """Restore :meth:`get_state`: the RNG and the episodes in progress, which the next
+        :meth:`step` continues exactly. A state without episodes (older checkpoints) restores
+        the RNG alone; the next call must then be :meth:`reset`."""
         if state.get("task_names") != self.task_names or state.get("num_envs") != self.num_envs:
             raise EnvError(
                 f"env state is for {state.get('num_envs')} envs of {state.get('task_names')}, "
                 f"not {self.num_envs} envs of {self.task_names}"
             )
         self._rng.bit_generator.state = state["rng"]
-        self._needs_reset = True
+        episode = state.get("episode")
+        if episode is None:
+            self._needs_reset = True
+            return
+        self._pos = np.array(episode["pos"], dtype=np.float64)
+        self._goal = np.array(episode["goal"], dtype=np.int64)
+        self._steps = np.array(episode["steps"], dtype=np.int64)
+        self._needs_reset = bool(episode["needs_reset"])
+        self._autoreset = bool(episode["autoreset"])
+        self._terminate_on_success = bool(episode["terminate_on_success"])
 
     def close(self) -> None:
         """Mark the env closed (nothing to release). Idempotent."""

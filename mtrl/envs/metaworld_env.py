@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import functools
 import hashlib
 import json
@@ -130,6 +131,110 @@ def _layout(num_envs: int) -> Layout:
     }
 
 
+_MODEL_FIELDS = ("body_pos", "body_quat", "site_pos", "site_quat", "geom_pos", "geom_quat",
+                 "geom_size")
+"""MjModel fields that Meta-World's resets move (object, goal and site placements)."""
+_PLAIN = (np.ndarray, np.generic, int, float, bool, str, bytes, type(None))
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` is plain data (numbers, arrays, strings and containers of them)."""
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return isinstance(value, _PLAIN)
+
+
+def _array_fields(obj: Any) -> dict[str, np.ndarray]:
+    """The numpy array attributes of an ``MjData`` / ``MjModel``."""
+    fields = {}
+    for name in dir(obj):
+        if not name.startswith("_"):
+            with contextlib.suppress(Exception):
+                value = getattr(obj, name)
+                if isinstance(value, np.ndarray) and value.size:
+                    fields[name] = value
+    return fields
+
+
+def _find_view(value: np.ndarray, owners: dict[str, dict[str, np.ndarray]]
+               ) -> tuple[str, str, int] | None:
+    """``(owner, field, byte offset)`` of an array that is a view into an MjData / MjModel
+    field (Meta-World keeps such views, e.g. ``init_left_pad``, which move with the sim)."""
+    start = value.__array_interface__["data"][0]
+    for owner, fields in owners.items():
+        for name, field in fields.items():
+            base = field.__array_interface__["data"][0]
+            if base <= start < base + field.nbytes and np.shares_memory(value, field):
+                return owner, name, start - base
+    return None
+
+
+def raw_env_state(env: Any) -> dict[str, Any]:
+    """Everything the next steps of a raw Meta-World env depend on, picklable.
+
+    MuJoCo's integration state (``mj_getState`` with ``mjSTATE_INTEGRATION``: time, qpos, qvel,
+    actuator state, solver warm start, controls, applied forces, mocap poses), the model poses
+    that resets move (:data:`_MODEL_FIELDS`), the env's plain Python attributes (step
+    counter, targets, previous frame of the observation, ...) and the states of its numpy
+    generators (``np_random``). Attributes that are views into MjData / MjModel fields are
+    recorded as views, so they keep moving with the simulation after
+    :func:`set_raw_env_state`.
+    """
+    import mujoco
+
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    physics = np.empty(mujoco.mj_stateSize(env.model, spec))
+    mujoco.mj_getState(env.model, env.data, physics, spec)
+    owners: dict[str, dict[str, np.ndarray]] | None = None
+    attrs: dict[str, Any] = {}
+    generators: dict[str, dict[str, Any]] = {}
+    views: dict[str, tuple[str, str, int, tuple[int, ...], tuple[int, ...], str]] = {}
+    for key, value in vars(env).items():
+        if isinstance(value, np.ndarray) and value.base is not None:
+            owners = owners or {"data": _array_fields(env.data), "model": _array_fields(env.model)}
+            found = _find_view(value, owners)
+            if found is not None:
+                views[key] = (*found, value.shape, value.strides, value.dtype.str)
+                continue
+        if isinstance(value, np.random.Generator):
+            generators[key] = value.bit_generator.state
+        elif _is_plain(value):
+            attrs[key] = value
+    return {"physics": physics,
+            "model": {name: getattr(env.model, name).copy() for name in _MODEL_FIELDS},
+            "attrs": copy.deepcopy(attrs), "generators": copy.deepcopy(generators),
+            "views": views}
+
+
+def set_raw_env_state(env: Any, state: dict[str, Any]) -> None:
+    """Restore :func:`raw_env_state` into an env of the same task, set to the same goal.
+
+    No forward pass is run afterwards: it would read the restored warm start and change the
+    solver's next result in the last bits, while every step begins with its own forward pass
+    (quantities derived from the state are recomputed before they are read).
+    """
+    import mujoco
+
+    for name, value in state["model"].items():
+        getattr(env.model, name)[...] = value
+    mujoco.mj_setState(env.model, env.data, np.asarray(state["physics"], dtype=np.float64),
+                       mujoco.mjtState.mjSTATE_INTEGRATION)
+    for key, value in copy.deepcopy(state["attrs"]).items():
+        setattr(env, key, value)
+    for key, rng_state in state["generators"].items():
+        generator = getattr(env, key, None)
+        if not isinstance(generator, np.random.Generator):
+            generator = np.random.default_rng()
+            setattr(env, key, generator)
+        generator.bit_generator.state = copy.deepcopy(rng_state)
+    for key, (owner, name, offset, shape, strides, dtype) in state["views"].items():
+        field = getattr(getattr(env, owner), name)
+        setattr(env, key, np.ndarray(shape, np.dtype(dtype), buffer=field, offset=offset,
+                                     strides=strides))
+
+
 @dataclass(frozen=True)
 class BlockSpec:
     """What a worker needs to build envs ``lo..hi-1`` (goals arrive later via ``set_goals``)."""
@@ -161,6 +266,7 @@ class MetaWorldBlock:
             self._envs.append(env)
         self._rngs = [np.random.default_rng(s) for s in spec.goal_seeds]
         self._steps = [0] * len(self._envs)
+        self._goal = [-1] * len(self._envs)  # goal of the episode in progress (-1: none yet)
         self._goals: list[Sequence[Task]] = []
         self._autoreset = True
         self._terminate_on_success = False
@@ -175,11 +281,28 @@ class MetaWorldBlock:
         self._terminate_on_success = enabled
 
     def get_state(self) -> list[dict[str, Any]]:
-        return [rng.bit_generator.state for rng in self._rngs]
+        """Per env: goal RNG, current goal, elapsed steps and the simulator state
+        (:func:`raw_env_state`; ``None`` before the env's first reset)."""
+        return [{"goal_rng": rng.bit_generator.state, "goal": goal, "steps": steps,
+                 "sim": raw_env_state(env) if goal >= 0 else None,
+                 "autoreset": self._autoreset, "terminate_on_success": self._terminate_on_success}
+                for env, rng, goal, steps in zip(self._envs, self._rngs, self._goal, self._steps)]
 
-    def set_state(self, rng_states: list[dict[str, Any]]) -> None:
-        for rng, state in zip(self._rngs, rng_states):
-            rng.bit_generator.state = state
+    def set_state(self, states: list[dict[str, Any]]) -> None:
+        """Restore :meth:`get_state`: the env is set to its episode's goal, reset, then given
+        the saved simulator state. Bare goal-RNG states (older checkpoints) restore the RNG."""
+        for j, (rng, state) in enumerate(zip(self._rngs, states)):
+            if "goal_rng" not in state:  # an older checkpoint: the RNG state alone
+                rng.bit_generator.state = state
+                continue
+            if state["sim"] is not None:
+                self._reset_env(j, int(state["goal"]))
+                set_raw_env_state(self._envs[j], state["sim"])
+            rng.bit_generator.state = state["goal_rng"]
+            self._goal[j] = int(state["goal"])
+            self._steps[j] = int(state["steps"])
+            self._autoreset = bool(state["autoreset"])
+            self._terminate_on_success = bool(state["terminate_on_success"])
 
     def reset(self) -> None:
         """Reset every env with goal ``goal_index[i]`` (``-1``: sample from the env's RNG)."""
@@ -238,6 +361,7 @@ class MetaWorldBlock:
             i = self._spec.lo + j
             raise EnvError(f"env {i} ({self._spec.task_names[j]}) reset: {exc!r}") from exc
         self._steps[j] = 0
+        self._goal[j] = goal
         return obs
 
 
@@ -440,24 +564,33 @@ class MetaWorldVectorEnv:
         self._call("set_terminate_on_success", bool(enabled))
 
     def get_state(self) -> dict[str, Any]:
-        """Picklable resume state: every env's goal-RNG state. Physics / mid-episode state is not
-        included: after :meth:`set_state` the envs must be :meth:`reset`."""
+        """Picklable resume state: every env's goal RNG and episode in progress (goal, elapsed
+        steps, MuJoCo state and env attributes, see :func:`raw_env_state`) and the current
+        observations, so that :meth:`set_state` continues the episodes."""
         self._check_idle()
         blocks = self._pool.call("get_state", [()] * len(self._pool.ranges))
-        rng_states = [s for block in blocks for s in block]
-        return {"task_names": list(self.task_names), "num_envs": self.num_envs, "goal_rng": rng_states}
+        envs = [s for block in blocks for s in block]
+        return {"task_names": list(self.task_names), "num_envs": self.num_envs,
+                "goal_rng": [s["goal_rng"] for s in envs], "envs": envs,
+                "resumes_episodes": True,  # set_state continues them: no reset needed
+                "obs": self._buf["obs"].copy(), "needs_reset": self._needs_reset}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`get_state`'s goal RNGs; the next call must be :meth:`reset`."""
+        """Restore :meth:`get_state`; the next :meth:`step` continues the saved episodes. A
+        state with goal RNGs alone (older checkpoints) needs a :meth:`reset` next."""
         self._check_idle()
         if state.get("task_names") != self.task_names or state.get("num_envs") != self.num_envs:
             raise EnvError(
                 f"env state is for {state.get('num_envs')} envs of {state.get('task_names')}, "
                 f"not {self.num_envs} envs of {self.task_names}"
             )
-        rng_states = state["goal_rng"]
-        self._pool.call("set_state", [(rng_states[lo:hi],) for lo, hi in self._pool.ranges])
-        self._needs_reset = True
+        envs = state.get("envs", state["goal_rng"])
+        self._pool.call("set_state", [(envs[lo:hi],) for lo, hi in self._pool.ranges])
+        if "envs" in state:
+            self._buf["obs"][:] = state["obs"]
+            self._needs_reset = bool(state["needs_reset"])
+        else:
+            self._needs_reset = True
 
     def close(self) -> None:
         """Stop the workers and free the shared memory. Idempotent."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable
 
 from torch import nn
@@ -29,6 +30,24 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "paco": PaCo,
     "moore": MOORE,
 }
+
+
+def explicit_spec(spec: Any) -> dict[str, Any]:
+    """``spec`` as a plain dict whose architecture options (``spec[<type>]``) list every
+    constructor default, so that a saved spec rebuilds the same network after a default
+    changes."""
+    if dataclasses.is_dataclass(spec):
+        spec = dataclasses.asdict(spec)  # type: ignore[arg-type]
+    spec = dict(spec)
+    cls = NETWORKS.get(spec.get("type", ""))
+    if cls is None:
+        return spec
+    skip = {"self", "in_dim", "out_dim", "num_tasks", "hidden_sizes", "activation"}
+    defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if name not in skip and p.default is not inspect.Parameter.empty}
+    if defaults:
+        spec[spec["type"]] = {**defaults, **dict(spec.get(spec["type"]) or {})}
+    return spec
 
 
 def build_network(spec: Any, in_dim: int, out_dim: int, num_tasks: int) -> nn.Module:
@@ -74,6 +93,7 @@ __all__ = [
     "SoftModularization",
     "TaskLinear",
     "build_network",
+    "explicit_spec",
     "observe_task_losses",
     "task_parameter_names",
 ]

@@ -80,5 +80,6 @@ def task_parameter_names(module: nn.Module) -> set[str]:
 
 
 def one_hot(task_id: Tensor, num_tasks: int, dtype: torch.dtype) -> Tensor:
-    """``(B,) -> (B, T)`` one-hot encoding."""
-    return nn.functional.one_hot(task_id, num_tasks).to(dtype)
+    """``(B,) -> (B, T)`` one-hot encoding (vmap-safe: no data-dependent size check)."""
+    classes = torch.arange(num_tasks, device=task_id.device)
+    return (task_id[..., None] == classes).to(dtype)

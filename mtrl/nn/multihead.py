@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch import Tensor, nn
 
-from mtrl.nn.base import TaskLinear, mlp_layers
+from mtrl.nn.base import TaskLinear, mlp_layers, one_hot
 
 
 class MultiHead(nn.Module):
-    """Shared MLP trunk on the observation; a per-task linear head (batched weights)."""
+    """Shared MLP trunk; a per-task linear head (batched weights).
+
+    With ``task_input`` (default) the trunk sees the observation and the one-hot task id, as
+    in Meta-World's MT-MH-SAC and the Meta-World+ baselines; without it the trunk sees the
+    observation only and the task enters through the head alone.
+    """
 
     output_layer = "head"  # per-task output layer (the PopArt protocol, mtrl.optim.popart)
 
@@ -21,10 +27,20 @@ class MultiHead(nn.Module):
         num_tasks: int,
         hidden_sizes: Sequence[int] = (400, 400, 400),
         activation: str = "relu",
+        task_input: bool = True,
     ) -> None:
         super().__init__()
-        self.trunk = mlp_layers(in_dim, hidden_sizes, activation)
+        self.num_tasks = num_tasks
+        self.task_input = task_input
+        self.trunk = mlp_layers(in_dim + (num_tasks if task_input else 0), hidden_sizes,
+                                activation)
         self.head = TaskLinear(hidden_sizes[-1], out_dim, num_tasks)
 
+    def features(self, x: Tensor, task_id: Tensor) -> Tensor:
+        """The trunk's output ``(B, hidden_sizes[-1])``."""
+        if self.task_input:
+            x = torch.cat([x, one_hot(task_id, self.num_tasks, x.dtype)], -1)
+        return self.trunk(x)
+
     def forward(self, x: Tensor, task_id: Tensor) -> Tensor:
-        return self.head(self.trunk(x), task_id)
+        return self.head(self.features(x, task_id), task_id)

@@ -109,17 +109,32 @@ def test_two_column_policy_is_the_normalised_product_of_the_columns():
     assert all(p.grad is None for p in separate.actor.shared.parameters())
 
 
-def test_deterministic_actions_come_from_the_shared_policy_unless_asked():
-    agent = make_agent()
+def test_deterministic_actions_come_from_the_task_policies_unless_asked():
+    agent = make_agent()  # the paper's default: the task policies pi_i act
     obs, task = np.random.default_rng(0).normal(size=(6, OBS)).astype(np.float32), np.arange(6) % T
     obs_t, task_t = torch.as_tensor(obs), torch.as_tensor(task)
     with torch.no_grad():
         shared = torch.tanh(agent.actor.shared_policy(obs_t, task_t)[0]).numpy()
         own = torch.tanh(agent.actor.task_policy(obs_t, task_t)[0]).numpy()
-    np.testing.assert_allclose(agent.act(obs, task, deterministic=True), shared, atol=1e-6)
-    agent.set_eval_policy("task")
     np.testing.assert_allclose(agent.act(obs, task, deterministic=True), own, atol=1e-6)
+    agent.set_eval_policy("shared")
+    np.testing.assert_allclose(agent.act(obs, task, deterministic=True), shared, atol=1e-6)
     assert not np.allclose(shared, own)
+
+
+def test_shared_policy_has_no_task_input_by_default():
+    """Teh et al. 2017: pi_0(a|s). The same observation gives the same pi_0 for every task."""
+    agent = make_agent()
+    obs = torch.randn(1, OBS).expand(T, OBS)
+    with torch.no_grad():
+        mean, log_std = agent.actor.shared_policy(obs, torch.arange(T))
+    torch.testing.assert_close(mean, mean[:1].expand_as(mean))
+    variant = make_agent(shared_task_input=True)
+    with torch.no_grad():
+        mean_v, _ = variant.actor.shared_policy(obs, torch.arange(T))
+    assert not torch.allclose(mean_v, mean_v[:1].expand_as(mean_v))
+
+
     with pytest.raises(MtrlError, match="eval policy"):
         agent.set_eval_policy("both")
 

@@ -62,9 +62,9 @@ def test_per_task_temperatures_move_independently():
     with torch.no_grad():
         head.weight.zero_()
         head.bias.zero_()
-        # raw log-std outputs are tanh-squashed into [-20, 2]: 1.15 -> log_std ~ 0, -3 -> ~ -20
-        head.bias[0, ACT:] = 1.15  # task 0: wide policy, entropy above target -> alpha falls
-        head.bias[1, ACT:] = -3.0  # task 1: narrow policy, entropy below target -> alpha rises
+        # raw log-std outputs are clipped into [-20, 2]: 0 -> log_std 0, -10 -> log_std -10
+        head.bias[0, ACT:] = 0.0  # task 0: wide policy, entropy above target -> alpha falls
+        head.bias[1, ACT:] = -10.0  # task 1: narrow policy, entropy below target -> alpha rises
     before = agent.log_alpha.detach().clone()
     for k in range(5):
         agent.actor_optimizer.param_groups[0]["lr"] = 0.0  # keep the policy as set

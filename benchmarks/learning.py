@@ -1,0 +1,324 @@
+"""Learning benchmark: mtrl side by side with stable-baselines3, same sizes, budget and seeds.
+
+    python benchmarks/learning.py [--quick] [--json FILE] [--out DIR] [--jobs N] [--seeds N]
+
+Two suites, every run evaluated at its end (the **final** evaluation, not a maximum over
+time) with the official Meta-World protocol (deterministic actions, 50 episodes per task on
+the benchmark's 50 goals, success = success at any step):
+
+* ``single``: mtrl SAC on ``MT1:<task>`` vs stable-baselines3 SAC (``mtrl expert``, SB3's own
+  SAC on the same env: goals resampled per episode) for each task of ``SINGLE_TASKS``.
+* ``multitask``: mtrl's multi-head SAC on ``MULTI_TASKS`` at once vs one SB3 expert per task,
+  at the same steps and updates per task (each update of the multi-task agent uses
+  ``batch_per_task`` rows of every task, as each expert's update uses ``batch_per_task`` rows).
+  The experts of the tasks that are also single-task tasks are those runs (same settings).
+
+Settings shared by both libraries (``SETTINGS``): 2 x 256 ReLU networks (SB3's default size;
+3 x 400 costs 3x the compute on the 2-core machine these figures come from), batch 128
+(per task), Adam lr 3e-4, gamma 0.99, tau 0.005, 2,000 warm-up steps of uniform random
+actions, one update per env step, automatic temperature from 1.0 toward -|A|, 30,000 steps
+(per task). Each run is one process with one torch thread; ``--jobs`` runs (default 2, one per
+core) go side by side, ordered so that the mtrl and SB3 runs of a task and seed run at the
+same time on the same machine.
+
+JSON (``--json``): per task and overall, final success per seed, mean and a 95% bootstrap CI
+over seeds, wall-clock seconds per run, and the ratios
+
+* ``single_task_success_ratio_vs_sb3``: mtrl's mean single-task success / SB3's;
+* ``multitask_success_ratio_vs_experts``: multi-head SAC's mean success / the experts' mean;
+* ``wallclock_ratio_vs_sb3``: mtrl's mean wall-clock per single-task run / SB3's (< 1: mtrl
+  is faster);
+* ``multitask_wallclock_ratio_vs_experts``: one multi-task run / the experts' summed time.
+
+Finished runs are kept in ``--out`` (one directory each) and reused when the benchmark is run
+again, so an interrupted benchmark continues where it stopped; ``--report-only`` writes the
+JSON of the seeds whose runs have all finished (``seeds_done``), training nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# drawer-close-v3 is the "harder" single task: its reward is exactly 0 while the gripper action
+# is negative, the trap a near-deterministic initial policy falls into (issue 14)
+SINGLE_TASKS = ["reach-v3", "drawer-close-v3"]
+MULTI_TASKS = ["reach-v3", "drawer-close-v3", "window-open-v3", "button-press-topdown-v3"]
+SETTINGS: dict[str, Any] = {
+    "hidden_sizes": [256, 256], "batch_per_task": 128, "lr": 3e-4, "gamma": 0.99,
+    "tau": 0.005, "warmup_steps": 2000, "steps": 30_000, "eval_episodes": 50,
+    "init_temperature": 1.0, "buffer": 1_000_000, "seeds": 3,
+}
+QUICK: dict[str, Any] = {  # a smoke run for the tests: tiny networks, a few hundred steps
+    "hidden_sizes": [32, 32], "batch_per_task": 32, "warmup_steps": 100, "steps": 300,
+    "eval_episodes": 2, "buffer": 10_000, "seeds": 1,
+}
+RESULT_FILE = "bench_result.json"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the benchmark."""
+
+    library: str  # mtrl | sb3
+    tasks: tuple[str, ...]
+    seed: int
+
+    @property
+    def name(self) -> str:
+        label = "mt" + str(len(self.tasks)) if len(self.tasks) > 1 else self.tasks[0]
+        return f"{self.library}_{label}_s{self.seed}"
+
+
+def run_one(run: Run, settings: dict[str, Any], out: str) -> dict[str, Any]:
+    """Train and evaluate one run in its own directory (reused if it already finished)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    run_dir = Path(out) / run.name
+    result_path = run_dir / RESULT_FILE
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    if run_dir.exists():  # an interrupted run: start it again from scratch
+        import shutil
+
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    start = time.perf_counter()
+    with open(run_dir / "console.log", "w") as console, contextlib.redirect_stdout(console):
+        train_run = _train_mtrl if run.library == "mtrl" else _train_sb3
+        per_task = train_run(run, settings, run_dir)
+    result = {"library": run.library, "tasks": list(run.tasks), "seed": run.seed,
+              "per_task": per_task, "seconds": time.perf_counter() - start}
+    result_path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _common(settings: dict[str, Any], seed: int) -> list[str]:
+    steps = settings["steps"]
+    return [
+        f"replay.batch_per_task={settings['batch_per_task']}",
+        f"train.steps_per_task={steps}", f"train.warmup_steps_per_task={settings['warmup_steps']}",
+        "train.updates_per_step=1", f"train.eval_every={steps}", f"train.checkpoint_every={steps}",
+        f"train.eval_episodes={settings['eval_episodes']}", f"train.seed={seed}",
+        "train.device=cpu", "env.mode=sync", "env.eval_envs_per_task=10",
+        "log.tensorboard=false", "log.progress=false", f"log.every={max(steps // 10, 1)}",
+    ]
+
+
+def _train_mtrl(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, float]:
+    from mtrl.config import load_config
+    from mtrl.train import train
+
+    tasks = f"MT1:{run.tasks[0]}" if len(run.tasks) == 1 else ",".join(run.tasks)
+    network = "mlp" if len(run.tasks) == 1 else "multihead"
+    lr = settings["lr"]
+    capacity = settings["buffer"] // len(run.tasks)
+    config = load_config(None, [
+        f"env.tasks={tasks}", "env.envs_per_task=1", f"agent.network.type={network}",
+        f"agent.network.hidden_sizes={settings['hidden_sizes']}",
+        f"agent.actor_lr={lr}", f"agent.critic_lr={lr}", f"agent.alpha_lr={lr}",
+        f"agent.gamma={settings['gamma']}", f"agent.tau={settings['tau']}",
+        f"agent.init_temperature={settings['init_temperature']}",
+        f"replay.capacity_per_task={min(capacity, settings['steps'])}",
+        *_common(settings, run.seed),
+    ])
+    return dict(train(config, run_dir).per_task)
+
+
+def _train_sb3(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, float]:
+    from mtrl.config import ExpertConfig, load_config
+    from mtrl.experts import train_expert
+
+    (task,) = run.tasks
+    config = load_config(None, [
+        f"task={task}", f"sac.net_arch={settings['hidden_sizes']}",
+        f"sac.learning_rate={settings['lr']}", f"sac.gamma={settings['gamma']}",
+        f"sac.tau={settings['tau']}", f"sac.ent_coef=auto_{settings['init_temperature']}",
+        f"replay.capacity_per_task={settings['buffer']}", *_common(settings, run.seed),
+    ], schema=ExpertConfig)
+    return dict(train_expert(config, run_dir).per_task)
+
+
+def bootstrap_ci(values: list[float], resamples: int = 10_000, seed: int = 0
+                 ) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of ``values``."""
+    data = np.asarray(values, dtype=np.float64)
+    if len(data) < 2:
+        return float(data.mean()), float(data.mean())
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), (resamples, len(data)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """Per-seed values, their mean and 95% bootstrap CI."""
+    low, high = bootstrap_ci(values)
+    return {"per_seed": [round(v, 4) for v in values], "mean": round(float(np.mean(values)), 4),
+            "ci95": [round(low, 4), round(high, 4)]}
+
+
+def per_task_seeds(results: list[dict[str, Any]], task: str) -> list[float]:
+    """Final success of ``task`` in each seed's run (seed order)."""
+    return [r["per_task"][task] for r in sorted(results, key=lambda r: r["seed"])]
+
+
+def overall_seeds(results: dict[str, list[dict[str, Any]]], tasks: list[str]) -> list[float]:
+    """Per seed, the mean success over ``tasks`` (``results``: task -> runs of all seeds)."""
+    table = np.array([per_task_seeds(results[t], t) for t in tasks])
+    return [float(v) for v in table.mean(0)]
+
+
+def plan(settings: dict[str, Any], single: list[str], multi: list[str]) -> list[Run]:
+    """All runs, seed by seed (an interrupted benchmark has whole seeds), mtrl and SB3 of the
+    same task and seed next to each other."""
+    runs: list[Run] = []
+    for seed in range(settings["seeds"]):
+        for task in single:
+            runs += [Run("mtrl", (task,), seed), Run("sb3", (task,), seed)]
+        runs.append(Run("mtrl", tuple(multi), seed))
+        runs += [Run("sb3", (t,), seed) for t in multi if t not in single]
+    return runs
+
+
+def report(results: dict[Run, dict[str, Any]], settings: dict[str, Any], single: list[str],
+           multi: list[str]) -> dict[str, Any]:
+    """The benchmark's JSON (see the module docstring)."""
+    def complete(needed: list[tuple[str, tuple[str, ...]]]) -> list[int]:
+        return [s for s in range(settings["seeds"])
+                if all(Run(lib, tasks, s) in results for lib, tasks in needed)]
+
+    seeds = complete([(lib, (t,)) for lib in ("mtrl", "sb3") for t in single])
+
+    def runs(library: str, tasks: tuple[str, ...]) -> list[dict[str, Any]]:
+        return [results[Run(library, tasks, s)] for s in seeds]
+
+    out: dict[str, Any] = {"settings": settings, "machine": f"{platform.machine()}, "
+                           f"{os.cpu_count()} cores", "single_task": {}, "multitask": {}}
+    if not seeds:
+        return out
+    single_runs = {lib: {t: runs(lib, (t,)) for t in single} for lib in ("mtrl", "sb3")}
+    for task in single:
+        out["single_task"][task] = {
+            lib: {**summary(per_task_seeds(single_runs[lib][task], task)),
+                  "seconds": summary([r["seconds"] for r in single_runs[lib][task]])}
+            for lib in ("mtrl", "sb3")}
+    overall = {lib: summary(overall_seeds(single_runs[lib], single)) for lib in ("mtrl", "sb3")}
+    out["single_task"]["overall"] = overall
+    seconds = {lib: float(np.mean([r["seconds"] for t in single for r in single_runs[lib][t]]))
+               for lib in ("mtrl", "sb3")}
+    out["single_task_success_ratio_vs_sb3"] = _ratio(overall["mtrl"]["mean"],
+                                                    overall["sb3"]["mean"])
+    out["wallclock_ratio_vs_sb3"] = round(seconds["mtrl"] / seconds["sb3"], 4)
+
+    seeds = complete([("mtrl", tuple(multi))] + [("sb3", (t,)) for t in multi])
+    out["seeds_done"] = {"single_task": len(single_runs["mtrl"][single[0]]),
+                         "multitask": len(seeds)}
+    if not seeds:
+        return out
+    mt_runs = runs("mtrl", tuple(multi))
+    experts = {t: runs("sb3", (t,)) for t in multi}
+    for task in multi:
+        out["multitask"][task] = {
+            "mtrl_multihead": summary(per_task_seeds(mt_runs, task)),
+            "sb3_experts": summary(per_task_seeds(experts[task], task))}
+    mt_overall = summary([float(np.mean([r["per_task"][t] for t in multi]))
+                          for r in sorted(mt_runs, key=lambda r: r["seed"])])
+    experts_overall = summary(overall_seeds(experts, multi))
+    out["multitask"]["overall"] = {"mtrl_multihead": mt_overall,
+                                   "sb3_experts": experts_overall}
+    out["multitask"]["seconds"] = {
+        "mtrl_multihead": summary([r["seconds"] for r in mt_runs]),
+        "sb3_experts_summed": summary([sum(results[Run("sb3", (t,), s)]["seconds"]
+                                           for t in multi) for s in seeds])}
+    out["multitask_success_ratio_vs_experts"] = _ratio(mt_overall["mean"],
+                                                      experts_overall["mean"])
+    out["multitask_wallclock_ratio_vs_experts"] = round(
+        out["multitask"]["seconds"]["mtrl_multihead"]["mean"]
+        / out["multitask"]["seconds"]["sb3_experts_summed"]["mean"], 4)
+    return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 4) if b > 0 else None
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The README table of a benchmark JSON."""
+    def cell(s: dict[str, Any]) -> str:
+        return f"{s['mean']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
+
+    lines = ["| suite | task | mtrl | peer | mtrl s/run | peer s/run |", "|---|---|---|---|---|---|"]
+    for task, row in data["single_task"].items():
+        if task == "overall":
+            continue
+        lines.append(f"| single (vs SB3 SAC) | {task} | {cell(row['mtrl'])} | {cell(row['sb3'])} "
+                     f"| {row['mtrl']['seconds']['mean']:.0f} | {row['sb3']['seconds']['mean']:.0f} |")
+    o = data["single_task"]["overall"]
+    lines.append(f"| single (vs SB3 SAC) | **mean** | {cell(o['mtrl'])} | {cell(o['sb3'])} | | |")
+    if "overall" not in data["multitask"]:
+        return "\n".join(lines)
+    for task, row in data["multitask"].items():
+        if task in ("overall", "seconds"):
+            continue
+        lines.append(f"| multi-task MH-SAC (vs SB3 experts) | {task} | "
+                     f"{cell(row['mtrl_multihead'])} | {cell(row['sb3_experts'])} | | |")
+    o, s = data["multitask"]["overall"], data["multitask"]["seconds"]
+    lines.append(f"| multi-task MH-SAC (vs SB3 experts) | **mean** | {cell(o['mtrl_multihead'])} "
+                 f"| {cell(o['sb3_experts'])} | {s['mtrl_multihead']['mean']:.0f} | "
+                 f"{s['sb3_experts_summed']['mean']:.0f} (summed) |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke version (tests)")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--out", default="runs/learning_benchmark", help="run directories")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side")
+    parser.add_argument("--seeds", type=int, help="seeds per configuration")
+    parser.add_argument("--report-only", action="store_true",
+                        help="no training: the JSON of the runs in --out that have finished")
+    args = parser.parse_args(argv)
+    settings = {**SETTINGS, **(QUICK if args.quick else {})}
+    if args.seeds:
+        settings["seeds"] = args.seeds
+    single = SINGLE_TASKS[:1] if args.quick else SINGLE_TASKS
+    multi = MULTI_TASKS[:2] if args.quick else MULTI_TASKS
+    runs = plan(settings, single, multi)
+    results: dict[Run, dict[str, Any]] = {}
+    if args.report_only:
+        for run in runs:
+            path = Path(args.out) / run.name / RESULT_FILE
+            if path.is_file():
+                results[run] = json.loads(path.read_text())
+        runs = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {run: pool.submit(run_one, run, settings, args.out) for run in runs}
+        for run, future in futures.items():
+            results[run] = future.result()
+            print(f"{run.name}: {results[run]['per_task']} in {results[run]['seconds']:.0f} s",
+                  file=sys.stderr, flush=True)
+    data = report(results, settings, single, multi)
+    text = json.dumps(data, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    print(markdown(data), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

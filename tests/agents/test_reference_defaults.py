@@ -1,0 +1,79 @@
+"""Defaults that follow the reference implementations (issue: learning you can trust)."""
+
+import math
+
+import torch
+
+from mtrl.agents import SAC, load_agent
+from mtrl.agents.base import upgrade_kwargs
+from mtrl.agents.policy import TanhGaussianPolicy
+from mtrl.nn import MultiHead, build_network
+
+OBS, ACT, T = 39, 4, 3
+
+
+def test_fresh_policy_std_is_order_one_with_the_default_clipped_log_std():
+    torch.manual_seed(0)
+    policy = TanhGaussianPolicy(build_network(
+        {"type": "multihead", "hidden_sizes": [400, 400, 400], "activation": "relu"},
+        OBS, 2 * ACT, T), ACT)
+    obs, task = torch.randn(256, OBS), torch.arange(256) % T
+    with torch.no_grad():
+        _, log_std = policy(obs, task)
+    std = log_std.exp()
+    assert 0.5 < std.median() < 2.0  # SB3 / JAX baselines: clip(raw) with raw ~ 0 -> std ~ 1
+    tanh_policy = TanhGaussianPolicy(policy.network, ACT, log_std_mode="tanh")
+    with torch.no_grad():
+        _, tanh_log_std = tanh_policy(obs, task)
+    # the CARE-code form: -20 + 11 (tanh(raw) + 1) ~ -9 at raw ~ 0, std ~ 1e-4
+    assert abs(tanh_log_std.median().item() - (-9.0)) < 0.5
+
+
+def test_clipped_log_std_is_the_raw_output_inside_the_bounds():
+    policy = TanhGaussianPolicy(torch.nn.Identity(), 1, log_std_min=-5.0, log_std_max=2.0)
+    raw = torch.tensor([[0.3, -0.7], [0.0, -9.0], [0.0, 3.5]])
+    _, log_std = policy.distribution(raw)
+    torch.testing.assert_close(log_std.squeeze(-1), torch.tensor([-0.7, -5.0, 2.0]))
+
+
+def test_default_multihead_trunk_sees_the_task_id():
+    torch.manual_seed(0)
+    net = MultiHead(OBS, 2, T, hidden_sizes=(32, 32))
+    obs = torch.randn(1, OBS).expand(T, OBS)
+    feats = net.features(obs, torch.arange(T))
+    assert not torch.allclose(feats[0], feats[1])  # only the task id differs
+    assert net.trunk[0].in_features == OBS + T
+    obs_only = MultiHead(OBS, 2, T, hidden_sizes=(32, 32), task_input=False)
+    feats = obs_only.features(obs, torch.arange(T))
+    torch.testing.assert_close(feats[0], feats[1])
+
+
+def test_shared_temperature_is_one_value_moved_by_the_mean_entropy_gap():
+    net = {"type": "mlp", "hidden_sizes": [16], "activation": "relu"}
+    agent = SAC(5, 2, T, net, alpha_lr=0.1, shared_temperature=True)
+    assert agent.log_alpha_param.shape == (1,)
+    # log pi + target entropy (-|A| = -2): gaps 3, 0, -3 -> mean 0
+    log_prob = torch.tensor([5.0, 2.0, -1.0])
+    agent.temperature_step(log_prob)
+    torch.testing.assert_close(agent.log_alpha, torch.zeros(T))  # zero gradient: no move
+    # gap +3 (entropy below target): alpha must rise; Adam's first non-zero step is
+    # lr * sign(-grad) = +0.1 whatever the gradient's size (grad = -mean gap = -3)
+    agent.temperature_step(torch.tensor([5.0, 5.0, 5.0]))
+    assert agent.log_alpha_param.item() > 0
+    assert torch.all(agent.log_alpha == agent.log_alpha[0])
+    per_task = SAC(5, 2, T, net, alpha_lr=0.1)
+    per_task.temperature_step(log_prob)
+    moved = per_task.log_alpha.detach()
+    assert moved[2] < 0 < moved[0] and math.isclose(moved[1].item(), 0.0, abs_tol=1e-7)
+
+
+def test_agents_saved_before_the_defaults_changed_load_with_their_old_behaviour(tmp_path):
+    old = {"network": {"type": "multihead", "hidden_sizes": [8], "activation": "relu"},
+           "log_std_min": -20.0, "log_std_max": 2.0}
+    upgraded = upgrade_kwargs(dict(old))
+    assert upgraded["log_std_mode"] == "tanh"
+    assert upgraded["network"]["multihead"] == {"task_input": False}
+    agent = SAC(5, 2, T, {"type": "multihead", "hidden_sizes": [8], "activation": "relu"})
+    agent.save(tmp_path / "a.pt")
+    loaded = load_agent(tmp_path / "a.pt")  # saved now: explicit options, nothing upgraded
+    assert loaded.actor.network.task_input and loaded.actor.log_std_mode == "clip"
