@@ -107,6 +107,13 @@ class Distiller(Trainer):
         """Every env picks its first episode's driver."""
         self.by_expert = rng.random(env.num_envs) < expert_fraction(self.config, step)
 
+    def loop_state(self) -> dict[str, Any]:
+        """Which envs' episodes in flight the experts drive (a resume keeps them)."""
+        return {"by_expert": self.by_expert.copy()}
+
+    def load_loop_state(self, state: dict[str, Any]) -> None:
+        self.by_expert = np.asarray(state["by_expert"], dtype=bool).copy()
+
     def actions(self, learner: Student, obs: np.ndarray,  # type: ignore[override]
                 env: MultiTaskVectorEnv, rng: np.random.Generator, learning: bool) -> np.ndarray:
         """The student's actions, the expert's in envs whose episode the expert drives (also

@@ -37,10 +37,10 @@ FINAL_EVAL_FILE = "final_eval.json"
 
 
 def make_train_env(config: Config) -> MultiTaskVectorEnv:
-    """The training envs of a config."""
+    """The training envs of a config (``env.backend``: Meta-World's or EnvPool's)."""
     env = config.env
     return make_vector_env(env.tasks, env.envs_per_task, config.train.seed, env.num_workers,
-                           env.mode, env.max_episode_steps)
+                           env.mode, env.max_episode_steps, backend=env.backend)
 
 
 def make_eval_env(config: Config, train_env: MultiTaskVectorEnv | None = None

@@ -259,3 +259,34 @@ def test_metaworld_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch
         train(config, tmp_path / "full")
     train(config, tmp_path / "resumed", resume=True)
     assert_same_run(tmp_path / "full", tmp_path / "resumed")
+
+
+def test_distillation_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+    """The DAgger schedule's state (which episodes in flight the experts drive) is part of the
+    checkpoint: a resumed distillation continues the same run."""
+    from mtrl.config import DistillConfig, load_config
+    from mtrl.distill import distill
+
+    from sb3_experts import oracle_expert
+
+    for k in range(3):
+        (tmp_path / "experts" / f"fake-task-{k}").mkdir(parents=True)
+        oracle_expert(tmp_path / "experts" / f"fake-task-{k}" / "expert.zip", 3, k)
+    config = load_config("mt10_distill", [
+        "env.tasks=fake:3", "env.envs_per_task=2", "env.eval_envs_per_task=2", "env.mode=sync",
+        "env.max_episode_steps=30", f"distill.expert_pattern={tmp_path}/experts/{{task}}",
+        "student.network.hidden_sizes=[16]", "replay.batch_per_task=16",
+        "train.steps_per_task=150", "train.warmup_steps_per_task=20", "train.eval_every=1000",
+        "train.eval_episodes=2", "train.checkpoint_every=50", "distill.expert_rollouts_start=0.5",
+        "distill.evaluate_experts=false", "log.every=50", "log.progress=false",
+        "log.tensorboard=false", "train.device=cpu",
+    ], schema=DistillConfig)
+    with monkeypatch.context() as m:
+        _snapshot_at_first_checkpoint(m, tmp_path / "resumed")
+        distill(config, tmp_path / "full")
+    by_expert = load_file(tmp_path / "resumed" / CHECKPOINT_NAME)["trainer"]["loop"]["by_expert"]
+    assert by_expert.any() and not by_expert.all()  # a mixed schedule in flight
+    distill(config, tmp_path / "resumed", resume=True)
+    ca, cb = (load_file(tmp_path / r / CHECKPOINT_NAME) for r in ("full", "resumed"))
+    for key in ("learner", "replay", "trainer"):
+        assert_same(ca[key], cb[key], key)

@@ -26,7 +26,7 @@ from mtrl.agents.kl import tanh_gaussian_kl
 from mtrl.agents.policy import TanhGaussianPolicy
 from mtrl.agents.sac import resolve_device
 from mtrl.errors import MtrlError
-from mtrl.nn import build_network, explicit_spec, task_parameter_names
+from mtrl.nn import build_network, explicit_spec, last_shared_weight_name, task_parameter_names
 from mtrl.optim import TaskLoss, build_combiner
 
 LOSSES = ("kl", "mse")
@@ -92,6 +92,7 @@ class Student(Agent):
         self.generator.manual_seed(seed + 1)
         self.num_updates = 0
         self._task_params = task_parameter_names(self.policy)
+        self._shared_layer = last_shared_weight_name(self.policy)
 
     def action_distribution(self, obs: Tensor, task_id: Tensor) -> tuple[Tensor, Tensor]:
         """Pre-tanh ``(mean, log_std)`` of the student."""
@@ -111,7 +112,7 @@ class Student(Agent):
         return TaskLoss(
             rows, dict(self.policy.named_parameters()),
             (batch.obs, batch.task_id, batch.expert_mean, batch.expert_log_std),
-            self.num_tasks, self._task_params,
+            self.num_tasks, self._task_params, shared_layer=self._shared_layer,
         )
 
     def update(self, batch: LabelledBatch) -> dict[str, Tensor]:

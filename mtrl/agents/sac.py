@@ -41,8 +41,8 @@ from mtrl.agents.base import Agent
 from mtrl.agents.policy import TanhGaussianPolicy, rsample
 from mtrl.data.replay import Batch
 from mtrl.errors import MtrlError
-from mtrl.nn import (Ensemble, build_network, explicit_spec, observe_task_losses,
-                     task_parameter_names)
+from mtrl.nn import (Ensemble, build_network, explicit_spec, last_shared_weight_name,
+                     observe_task_losses, task_loss_mask, task_parameter_names)
 from mtrl.optim import PopArt, TaskLoss, build_combiner, output_layer_name, with_task_output
 
 
@@ -151,6 +151,10 @@ class SAC(Agent):
         self.num_updates = 0
         self._actor_task_params = task_parameter_names(self.actor)
         self._critic_task_params = task_parameter_names(self.critic)
+        self._actor_shared_layer = last_shared_weight_name(self.actor)
+        self._critic_shared_layer = last_shared_weight_name(self.critic)
+        self._actor_mask = task_loss_mask(self.actor)
+        self._critic_mask = task_loss_mask(self.critic)
 
     def make_actor(self, network: dict[str, Any], obs_dim: int, act_dim: int, num_tasks: int,
                    log_std_min: float, log_std_max: float, log_std_mode: str) -> nn.Module:
@@ -219,7 +223,8 @@ class SAC(Agent):
         return TaskLoss(
             rows, dict(self.critic.named_parameters()),
             (batch.obs, batch.action, target, batch.task_id), self.num_tasks,
-            self._critic_task_params, self.task_weights(),
+            self._critic_task_params, self.task_weights(), self._critic_shared_layer,
+            self._critic_mask,
         )
 
     def actor_loss(self, batch: Batch) -> TaskLoss:
@@ -249,6 +254,7 @@ class SAC(Agent):
             rows, dict(self.actor.named_parameters()),
             (batch.obs, batch.task_id, noise, alpha, *popart_rows),
             self.num_tasks, self._actor_task_params, self.task_weights(),
+            self._actor_shared_layer, self._actor_mask,
         )
 
     def popart_step(self, target: Tensor) -> None:

@@ -9,12 +9,12 @@ from typing import Any, Callable
 from torch import nn
 
 from mtrl.errors import MtrlError
-from mtrl.nn.base import TaskLinear, task_parameter_names
+from mtrl.nn.base import TaskLinear, last_shared_weight_name, task_parameter_names
 from mtrl.nn.care import CARE
 from mtrl.nn.ensemble import Ensemble
 from mtrl.nn.film import FiLM
 from mtrl.nn.grouped import GroupedNetwork
-from mtrl.nn.layers import observe_task_losses
+from mtrl.nn.layers import observe_task_losses, task_loss_mask
 from mtrl.nn.mlp import OneHotMLP
 from mtrl.nn.moore import MOORE
 from mtrl.nn.multihead import MultiHead
@@ -95,5 +95,7 @@ __all__ = [
     "build_network",
     "explicit_spec",
     "observe_task_losses",
+    "task_loss_mask",
     "task_parameter_names",
+    "last_shared_weight_name",
 ]

@@ -3,7 +3,9 @@
 Every network maps ``(x (B, in_dim) float, task_id (B,) int64) -> (B, out_dim)``. Parameters
 that belong to one task are stored as batched tensors with a leading task dimension and the
 module that owns them lists their names in ``task_parameters`` so that gradient combiners can
-tell them from shared parameters (:func:`task_parameter_names`).
+tell them from shared parameters (:func:`task_parameter_names`). Each architecture also names
+its last shared weight matrix (``last_shared_weight``, :func:`last_shared_weight_name`), the
+layer on which GradNorm measures gradient norms.
 """
 
 from __future__ import annotations
@@ -77,6 +79,27 @@ def task_parameter_names(module: nn.Module) -> set[str]:
         for local in getattr(sub, "task_parameters", ()):
             names.add(f"{prefix}.{local}" if prefix else local)
     return names
+
+
+def last_linear(sequence: nn.Sequential, prefix: str) -> str:
+    """The name of the weight of the last ``nn.Linear`` in ``sequence`` (under ``prefix``);
+    empty if there is none."""
+    linear = [i for i, layer in enumerate(sequence) if isinstance(layer, nn.Linear)]
+    return f"{prefix}.{linear[-1]}.weight" if linear else ""
+
+
+def last_shared_weight_name(module: nn.Module) -> str:
+    """Full name of the last weight matrix that all tasks share (GradNorm's ``W``).
+
+    Each architecture names it in its ``last_shared_weight`` attribute (module-local name);
+    the outermost module that declares one wins (an ensemble or a policy wrapping a network
+    maps it to its own parameter names). Empty when no module declares one.
+    """
+    for prefix, sub in module.named_modules():
+        local = getattr(sub, "last_shared_weight", "")
+        if local:
+            return f"{prefix}.{local}" if prefix else local
+    return ""
 
 
 def one_hot(task_id: Tensor, num_tasks: int, dtype: torch.dtype) -> Tensor:

@@ -20,7 +20,10 @@ For one row ``(x, task)``:
 
 Choices where our interface differs from the reference code: each network (actor, each twin
 critic) owns its context encoder and experts, trained by its own loss (the reference shares
-one context encoder trained by the critic loss and ties the actor's experts to the critic's);
+one context encoder trained by the critic loss and ties the actor's experts to the critic's).
+The reason: actor and stacked twin critics are independent networks of any architecture, so
+that every architecture composes with every agent, gradient method and PopArt; tying one
+architecture's encoder across them would break that composition. Further,
 a critic's experts encode its whole input ``[s, a]`` (the reference concatenates the action
 after encoding). Expert counts in the presets: 4 on MT10 (the authors' README command) and
 6 on MT50.
@@ -38,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtrl.errors import MtrlError
-from mtrl.nn.base import make_activation, mlp_layers
+from mtrl.nn.base import last_linear, make_activation, mlp_layers
 from mtrl.nn.layers import BatchedLinear, TaskEmbedding
 
 EMBEDDINGS_FILE = Path(__file__).resolve().parents[1] / "data" / "task_embeddings.json"
@@ -164,6 +167,7 @@ class CARE(nn.Module):
             BatchedLinear(num_experts, a, b) for a, b in zip(widths[:-1], widths[1:])
         )
         self.trunk = _mlp(encoder_dim + context_dim, list(hidden_sizes), out_dim, activation)
+        self.last_shared_weight = last_linear(self.trunk, "trunk")
 
     def attention_weights(self, task_id: Tensor) -> tuple[Tensor, Tensor]:
         """``(alpha (B, k), z_ctx (B, context_dim))``; ``alpha`` rows sum to one.

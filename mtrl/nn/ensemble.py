@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 
-from mtrl.nn.base import task_parameter_names
+from mtrl.nn.base import last_shared_weight_name, task_parameter_names
 
 
 def _flat(name: str) -> str:
@@ -36,6 +36,7 @@ class Ensemble(nn.Module):
         template = copy.deepcopy(members[0]).to("meta")
         object.__setattr__(self, "_template", template)  # not a submodule: no own parameters
         self.task_parameters = tuple(_flat(n) for n in task_parameter_names(members[0]))
+        self.last_shared_weight = _flat(last_shared_weight_name(members[0]))
 
     @property
     def template(self) -> nn.Module:

@@ -54,6 +54,7 @@ class FiLM(nn.Module):
         widths = [in_dim, *sizes]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.head = nn.Linear(sizes[-1], out_dim)
+        self.last_shared_weight = "head.weight"
         self.embedding = TaskEmbedding(num_tasks, embedding_dim)
         hidden = list(generator_hidden)
         self.generator = nn.Sequential(

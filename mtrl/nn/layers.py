@@ -4,12 +4,15 @@
   stored as one ``(n, in, out)`` tensor and applied with one ``einsum``.
 * :class:`TaskEmbedding` — one learned vector per task (a per-task parameter table).
 * :func:`observe_task_losses` — hands an update's per-task losses to networks that react to
-  them (PaCo's loss masking / reset), also through an :class:`~mtrl.nn.ensemble.Ensemble`.
+  them (PaCo's ``w``-reset), also through an :class:`~mtrl.nn.ensemble.Ensemble`.
+* :func:`task_loss_mask` — the networks' per-task loss mask for the update being computed
+  (PaCo's loss masking).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -97,3 +100,30 @@ def observe_task_losses(network: nn.Module, losses: Tensor) -> None:
         start = f"{prefix}." if prefix else ""
         state = {name[len(start):]: t for name, t in tensors.items() if name.startswith(start)}
         hook(losses.detach(), state)
+
+
+def task_loss_mask(network: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """The per-task loss mask of ``network``'s submodules that mask exploding tasks (PaCo),
+    for :class:`~mtrl.optim.TaskLoss`'s ``task_mask``: ``mask(losses (T,)) -> (T,) bool``,
+    the OR of every such module's ``task_loss_mask``; ``None`` when no module masks.
+    Members of an :class:`~mtrl.nn.ensemble.Ensemble` (also inside a grouped network) count.
+    """
+    from mtrl.nn.ensemble import Ensemble
+
+    def walk(module: nn.Module) -> Iterator[nn.Module]:
+        for sub in module.modules():
+            yield sub
+            if isinstance(sub, Ensemble):
+                yield from walk(sub.template)
+
+    masks = [sub.task_loss_mask for sub in walk(network) if hasattr(sub, "task_loss_mask")]
+    if not masks:
+        return None
+
+    def mask(losses: Tensor) -> Tensor:
+        out = masks[0](losses)
+        for other in masks[1:]:
+            out = out | other(losses)
+        return out
+
+    return mask

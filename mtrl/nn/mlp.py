@@ -25,6 +25,7 @@ class OneHotMLP(nn.Module):
         self.num_tasks = num_tasks
         self.trunk = mlp_layers(in_dim + num_tasks, hidden_sizes, activation)
         self.head = nn.Linear(hidden_sizes[-1], out_dim)
+        self.last_shared_weight = "head.weight"  # every layer is shared
 
     def forward(self, x: Tensor, task_id: Tensor) -> Tensor:
         features = self.trunk(torch.cat([x, one_hot(task_id, self.num_tasks, x.dtype)], -1))

@@ -82,6 +82,7 @@ class MOORE(nn.Module):
         self.experts = nn.ModuleList(
             BatchedLinear(num_experts, a, b) for a, b in zip(widths[:-1], widths[1:])
         )
+        self.last_shared_weight = f"experts.{len(self.experts) - 1}.weight"
         self.task_weights = TaskEmbedding(num_tasks, num_experts)
         bound = math.sqrt(6.0 / (num_tasks + num_experts))  # xavier_uniform of Linear(T, k)
         nn.init.uniform_(self.task_weights.weight, -bound, bound)

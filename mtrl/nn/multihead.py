@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from mtrl.nn.base import TaskLinear, mlp_layers, one_hot
+from mtrl.nn.base import TaskLinear, last_linear, mlp_layers, one_hot
 
 
 class MultiHead(nn.Module):
@@ -35,6 +35,7 @@ class MultiHead(nn.Module):
         self.trunk = mlp_layers(in_dim + (num_tasks if task_input else 0), hidden_sizes,
                                 activation)
         self.head = TaskLinear(hidden_sizes[-1], out_dim, num_tasks)
+        self.last_shared_weight = last_linear(self.trunk, "trunk")
 
     def features(self, x: Tensor, task_id: Tensor) -> Tensor:
         """The trunk's output ``(B, hidden_sizes[-1])``."""

@@ -10,15 +10,15 @@ parameter, identity last activation as in the authors' MT10 config). A layer is 
 and combine them with each row's ``w``; no per-task weights are materialised.
 
 Loss masking and ``w``-reset (the paper's stabilisation): when a task's loss exceeds
-``reset_threshold`` (3e3 in the authors' config), its rows are masked out of the gradient and
-its ``w`` is reset to a random convex combination of the ``w`` of the other (normal) tasks
-(``reset_method="interpolate"``; ``"copy"`` copies one of them). The network learns the
-losses through :meth:`PaCo.observe_task_losses`, which the agent calls after each update
-(:func:`mtrl.nn.layers.observe_task_losses`); the reference masks the very update whose loss
-exploded because its trainer sees the loss before the backward pass, whereas our combiners
-compute loss and gradient in one call, so here the mask applies from the next update on and
-stays while the task's observed loss stays above the threshold (checked on the device, no
-host sync). ``reset_threshold <= 0`` disables both.
+``reset_threshold`` (3e3 in the authors' config), its rows are masked out of the gradient of
+that very update, as in the reference, and after the step its ``w`` is reset to a random
+convex combination of the ``w`` of the other (normal) tasks (``reset_method="interpolate"``;
+``"copy"`` copies one of them). The mask reaches every gradient combiner through
+:class:`~mtrl.optim.TaskLoss` (``task_mask`` from :meth:`PaCo.task_loss_mask`, collected by
+:func:`mtrl.nn.layers.task_loss_mask`); the reset happens in :meth:`PaCo.observe_task_losses`,
+which the agent calls after each update (:func:`mtrl.nn.layers.observe_task_losses`). Both
+are decided on the device (no host sync); ``masked`` records the last update's mask.
+``reset_threshold <= 0`` disables both.
 
 Our choices: the ``K`` sets are initialised independently (like ``nn.Linear``) and ``w`` from
 ``N(0, 1/K)`` so every composed network starts at the usual initialisation scale (the authors'
@@ -98,6 +98,7 @@ class PaCo(nn.Module):
         self.layers = nn.ModuleList(
             BatchedLinear(num_param_sets, a, b) for a, b in zip(widths[:-1], widths[1:])
         )
+        self.last_shared_weight = f"layers.{len(self.layers) - 1}.weight"  # shared param sets
         self.composition = TaskEmbedding(num_tasks, num_param_sets,
                                          init_std=1.0 / math.sqrt(num_param_sets))
         self.register_buffer("masked", torch.zeros(num_tasks, dtype=torch.bool))
@@ -109,16 +110,21 @@ class PaCo(nn.Module):
             h = torch.einsum("bko,bk->bo", layer(h), w)
             if i < len(self.layers) - 1:
                 h = self.act(h)
-        if self.reset_threshold > 0:  # masked tasks' rows pass no gradient
-            h = torch.where(self.masked[task_id].unsqueeze(-1), h.detach(), h)
         return h
 
+    def task_loss_mask(self, losses: Tensor) -> Tensor:
+        """The tasks to leave out of the update whose per-task losses are ``losses``: those
+        whose ``|L_t|`` exceeds the threshold or is not finite (none when disabled)."""
+        if self.reset_threshold <= 0:
+            return torch.zeros_like(losses, dtype=torch.bool)
+        return ~(losses.abs() <= self.reset_threshold)
+
     def observe_task_losses(self, losses: Tensor, state: dict[str, Tensor]) -> None:
-        """Mask tasks whose loss ``|L_t|`` exceeded the threshold (or is not finite) and reset
-        their compositional vectors (``state``: this network's tensors, possibly stacked)."""
+        """After an update: record its mask and reset the compositional vectors of the tasks
+        whose loss exploded (``state``: this network's tensors, possibly stacked)."""
         if self.reset_threshold <= 0:
             return
-        exploded = ~(losses.abs() <= self.reset_threshold)
+        exploded = self.task_loss_mask(losses)
         with torch.no_grad():
             state["masked"].copy_(exploded.expand_as(state["masked"]))
             w = state["composition.weight"]

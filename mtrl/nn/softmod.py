@@ -104,6 +104,7 @@ class SoftModularization(nn.Module):
             for layer in range(num_layers)
         )
         self.head = nn.Linear(module_hidden, out_dim)
+        self.last_shared_weight = "head.weight"
 
     def routing(self, x: Tensor, task_id: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
         """Routing weights ``[P_1..P_{L-1}]`` (each ``(B, m, m)``, softmax over dim 1 = ``i``),

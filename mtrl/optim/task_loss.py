@@ -37,6 +37,13 @@ class TaskLoss:
             each task's gradient only reaches its own slice of them.
         weights: ``(T,)`` task weights that sum to one (default ``1/T``); combiners that
             average losses use them (e.g. soft modularization's temperature weighting).
+        shared_layer: name in ``params`` of the network's last shared weight matrix
+            (:func:`mtrl.nn.last_shared_weight_name`), for combiners that measure one layer.
+        task_mask: ``task_mask(losses) -> (T,) bool`` given this update's detached per-task
+            losses: the tasks left out of this very update's gradient (PaCo's loss masking,
+            :func:`mtrl.nn.task_loss_mask`). Every combiner honours it, because both
+            :meth:`values` and :meth:`task_gradients` apply it; masked losses are still
+            returned (for logging and for the networks that react to them).
     """
 
     def __init__(
@@ -47,6 +54,8 @@ class TaskLoss:
         num_tasks: int,
         task_parameters: Iterable[str] = (),
         weights: Tensor | None = None,
+        shared_layer: str = "",
+        task_mask: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         self.row_loss = row_loss
         self.params = params
@@ -59,6 +68,8 @@ class TaskLoss:
             if weights is not None
             else torch.full((num_tasks,), 1.0 / num_tasks, device=device)
         )
+        self.shared_layer = shared_layer
+        self.task_mask = task_mask
         self.aux: Tensor | None = None
 
     @property
@@ -76,7 +87,10 @@ class TaskLoss:
     def values(self) -> Tensor:
         """The loss vector ``(T,)`` from one batched forward (differentiable)."""
         loss_rows = self._split(self.row_loss(self.params, *self.rows))
-        return loss_rows.view(self.num_tasks, -1).mean(1)
+        values = loss_rows.view(self.num_tasks, -1).mean(1)
+        if self.task_mask is None:
+            return values
+        return torch.where(self.task_mask(values.detach()), values.detach(), values)
 
     def task_gradients(
         self, names: Iterable[str] | None = None
@@ -104,6 +118,10 @@ class TaskLoss:
             grad_and_value(block_loss, has_aux=True), in_dims=in_dims, randomness="different"
         )(variables, *blocks)
         self.aux = aux.reshape(-1, *aux.shape[2:]).detach()
+        if self.task_mask is not None:
+            masked = self.task_mask(losses.detach())
+            grads = {n: torch.where(masked.view(-1, *(1,) * (g.dim() - 1)), torch.zeros_like(g), g)
+                     for n, g in grads.items()}
         return losses.detach(), grads
 
     def accumulate(self, grads: dict[str, Tensor]) -> None:

@@ -132,8 +132,9 @@ class GradNorm(_OwnOptimizer, TaskGradientCombiner):
     Args:
         alpha: the asymmetry (restoring force) hyperparameter.
         lr: learning rate of the weights.
-        layer: name of ``W`` among the loss's parameters; empty = the last shared parameter
-            with two or more dimensions in registration order.
+        layer: name of ``W`` among the loss's parameters; empty = the network's last shared
+            weight matrix as its architecture names it (``TaskLoss.shared_layer``), else the
+            last shared parameter called ``*weight`` with two or more dimensions.
     """
 
     positive_losses = True
@@ -158,7 +159,10 @@ class GradNorm(_OwnOptimizer, TaskGradientCombiner):
                     f"(choose from {', '.join(shared)})"
                 )
             return self.layer
-        matrices = [name for name in shared if loss.params[name].dim() >= 2]
+        if loss.shared_layer:
+            return loss.shared_layer
+        matrices = [name for name in shared if name.endswith("weight")
+                    and loss.params[name].dim() >= 2]
         if not matrices:
             raise MtrlError("gradnorm: the network has no shared weight matrix")
         return matrices[-1]

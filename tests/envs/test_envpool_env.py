@@ -221,3 +221,26 @@ def test_scripted_policy_agrees_on_every_task(envpool, task):
         assert not row["agree"], f"{task} is refused but agrees now: {row}"
     else:
         _check_row(row)
+
+
+def test_training_on_envpool_evaluates_on_metaworld(envpool, tmp_path):
+    """``env.backend=envpool`` trains on EnvPool's envs and keeps the official evaluation on
+    Meta-World's goal sets (the evaluation env is a MetaWorldVectorEnv)."""
+    from mtrl.envs import EnvPoolVectorEnv, MetaWorldVectorEnv
+    from mtrl.train import make_eval_env, make_train_env, train
+
+    config = load_config("quick", [
+        "env.tasks=reach-v3,push-v3", "env.backend=envpool", "env.mode=sync",
+        "env.envs_per_task=2", "env.eval_envs_per_task=1", "env.max_episode_steps=50",
+        "agent.network.hidden_sizes=[16]", "replay.batch_per_task=8", "train.steps_per_task=100",
+        "train.warmup_steps_per_task=50", "train.eval_every=100", "train.eval_episodes=1",
+        "train.checkpoint_every=100", "log.progress=false", "log.tensorboard=false",
+        "train.device=cpu",
+    ])
+    env = make_train_env(config)
+    assert isinstance(env, EnvPoolVectorEnv)
+    eval_env = make_eval_env(config, env)
+    assert isinstance(eval_env, MetaWorldVectorEnv)
+    env.close(), eval_env.close()
+    result = train(config, tmp_path / "run")
+    assert result.step == 100 and set(result.per_task) == {"reach-v3", "push-v3"}

@@ -50,7 +50,7 @@ def test_same_seed_same_episodes_and_state_round_trip():
     np.testing.assert_allclose(a.reset(), b.reset())
     actions = np.random.default_rng(0).uniform(-1, 1, (3, 2))
     a.step(actions), b.step(actions)
-    state = a.get_state()  # the goal/start RNGs: a restored env starts fresh episodes
+    state = a.get_state()  # RNGs and episodes in flight: after a restore, the same resets
     a_obs = a.reset()
     b.set_state(state)
     np.testing.assert_allclose(b.reset(), a_obs)

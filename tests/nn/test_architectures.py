@@ -15,8 +15,11 @@ from mtrl.config import load_config
 from mtrl.data.replay import Batch
 from mtrl.envs.tasks import MT10_TASKS, MT50_TASKS
 from mtrl.errors import MtrlError
+from torch.func import functional_call
+
 from mtrl.nn import (CARE, MOORE, Ensemble, FiLM, PaCo, SoftModularization, build_network,
-                     observe_task_losses, task_parameter_names)
+                     observe_task_losses, task_loss_mask, task_parameter_names)
+from mtrl.optim import TaskLoss, build_combiner
 from mtrl.nn.care import EMBEDDINGS_FILE, load_task_embeddings
 from mtrl.nn.moore import orthonormalize
 from mtrl.nn.paco import reset_weights
@@ -254,14 +257,39 @@ def test_paco_reset_interpolates_normal_tasks_and_masks_exploded_ones():
         coef = torch.linalg.lstsq(basis, after[row].unsqueeze(1)).solution.squeeze(1)
         torch.testing.assert_close(basis @ coef, after[row], rtol=0, atol=1e-5)
         assert (coef >= -1e-5).all() and abs(coef.sum() - 1) < 1e-5
-    # masked tasks pass no gradient; the others do
-    x, _ = inputs(4)
-    net(x, torch.full((12,), 1)).sum().backward()
-    assert all(p.grad is None or not p.grad.any() for p in net.parameters())
-    net(x, torch.full((12,), 2)).sum().backward()
-    assert any(p.grad is not None and p.grad.any() for p in net.parameters())
     observe_task_losses(net, torch.tensor([1.0, 1.0, 1.0, 1.0]))  # back under the threshold
     assert not net.masked.any()
+
+
+@pytest.mark.parametrize("combiner", ["mean", "pcgrad"])
+def test_paco_masks_an_exploding_task_in_the_very_update_of_its_loss(combiner):
+    """The mask reaches every combiner through TaskLoss: the update whose task-1 loss
+    exceeds the threshold already gets no gradient from task 1 (the reference's order)."""
+    torch.manual_seed(9)
+    T, b = 3, 4
+    net = PaCo(5, 1, T, hidden_sizes=(8,), num_param_sets=2, reset_threshold=100.0)
+    x, task = torch.randn(T * b, 5), torch.arange(T).repeat_interleave(b)
+    y = torch.zeros(T * b)
+    y[b:2 * b] = 1e3  # task 1's squared error ~1e6
+
+    def rows(params, x, y, task):
+        return (functional_call(net, params, (x, task)).squeeze(-1) - y).pow(2)
+
+    params = dict(net.named_parameters())
+    loss = TaskLoss(rows, params, (x, y, task), T, task_parameter_names(net),
+                    task_mask=task_loss_mask(net))
+    losses = build_combiner(combiner, T).backward(loss)
+    assert losses[1] > 100 and losses[[0, 2]].max() < 100  # the masked loss is still reported
+    got = {n: p.grad.clone() for n, p in params.items()}
+    net.zero_grad()
+    kept = rows(params, x, y, task).view(T, b).mean(1)[[0, 2]]
+    if combiner == "mean":  # tasks 0 and 2 only, still weighted 1/T
+        (kept.sum() / T).backward()
+        for n, p in params.items():
+            torch.testing.assert_close(got[n], p.grad, rtol=1e-5, atol=1e-6)
+    _, per_task = loss.task_gradients()
+    assert all(not g[1].any() for g in per_task.values())  # task 1 contributes nothing
+    assert any(g[0].any() for g in per_task.values())
 
 
 def test_paco_copy_reset_and_all_exploded_keeps_weights():

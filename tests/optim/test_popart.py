@@ -13,7 +13,9 @@ from mtrl.nn import MultiHead, OneHotMLP, TaskLinear
 from mtrl.optim import PopArt, TaskAffineOutput, output_layer_name, with_task_output
 
 OBS, ACT, T = 5, 2, 3
-NET = {"type": "multihead", "hidden_sizes": [16, 16], "activation": "relu"}
+# the trunk sees only the observation (task_input=False) so that twin tasks share its features
+NET = {"type": "multihead", "hidden_sizes": [16, 16], "activation": "relu",
+       "multihead": {"task_input": False}}
 
 
 def unnormalized(agent: SAC, critic: nn.Module, x: torch.Tensor, task: torch.Tensor):

@@ -12,6 +12,7 @@ from mtrl.config import load_config
 from mtrl.data import MultiTaskReplay
 from mtrl.envs import make_vector_env
 from mtrl.errors import MtrlError
+from mtrl.optim import GradNorm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import fake_config  # noqa: E402
@@ -186,3 +187,30 @@ def test_short_mt10_run_with_each_combiner(actor, critic, popart, run_dir):
     assert losses and all(np.isfinite(v) for r in losses for k, v in r.items()
                           if k.startswith("train/"))
     assert any(k.startswith("train/popart_sigma") for k in losses[-1]) == popart
+
+
+EXPECTED_GRADNORM_LAYER = {  # architecture -> its last shared weight matrix (module-local)
+    "mlp": "head.weight", "multihead": "trunk.2.weight", "softmod": "head.weight",
+    "care": "trunk.4.weight", "film": "head.weight", "paco": "layers.2.weight",
+    "moore": "experts.1.weight",
+}
+NETWORK_OPTIONS = {"care": {"care": {"context": "learned"}}}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED_GRADNORM_LAYER))
+def test_gradnorm_measures_each_architectures_last_shared_weight_matrix(kind):
+    """Never a bias (on the stacked twin critics every bias is 2-D), never a per-task
+    parameter: the layer each architecture names, in the actor's and the critics' names."""
+    network = {**NET, "type": kind, **NETWORK_OPTIONS.get(kind, {})}
+    agent = make_agent("mean", "gradnorm", False, network=network)
+    gradnorm = GradNorm(T)  # the actor loss has no sign: a GradNorm of its own, only to ask
+    batch = fake_replay(steps=20).sample(8, torch.Generator().manual_seed(0))
+    local = EXPECTED_GRADNORM_LAYER[kind]
+    for loss, name, member_dims in (
+        (agent.critic_loss(batch, batch.reward), local.replace(".", "__"), 1),
+        (agent.actor_loss(batch), "network." + local, 0),
+    ):
+        chosen = gradnorm.shared_layer(loss)
+        assert chosen == name
+        assert chosen in loss.shared_parameters and not chosen.endswith("bias")
+        assert loss.params[chosen].dim() - member_dims >= 2
