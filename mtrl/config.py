@@ -4,6 +4,11 @@ A config has the sections ``env``, ``agent``, ``replay``, ``train`` and ``log``.
 YAML files in ``mtrl/configs`` (also reachable by name, e.g. ``mt10_mtmhsac``); any field can be
 overridden from the command line with ``section.field=value``, checked against this schema.
 Step counts are **per task**, as papers report them.
+
+A YAML file may start from others: ``inherits: mt10`` (or a list, merged in order; preset
+names or paths relative to the file) takes their values and the file holds only what differs.
+The shipped presets are composed this way from one base per benchmark (``mt10``, ``mt50``);
+the resolved config (written to a run's ``config.yaml``) is always complete.
 """
 
 from __future__ import annotations
@@ -369,6 +374,37 @@ def resolve_config_path(name_or_path: str) -> Path:
     )
 
 
+INHERITS_KEY = "inherits"
+
+
+def load_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> DictConfig:
+    """A config file with its ``inherits`` resolved (parents merged first, then the file);
+    its ``name`` is its own or its file name, never a parent's."""
+    path = path.resolve()
+    if path in _chain:
+        cycle = " -> ".join(p.stem for p in (*_chain, path))
+        raise MtrlError(f"config: {path.name} inherits itself ({cycle})")
+    loaded = OmegaConf.load(path)
+    if not isinstance(loaded, DictConfig):
+        raise MtrlError(f"{path}: a config must be a YAML mapping")
+    parents = loaded.pop(INHERITS_KEY, None) or []
+    if isinstance(parents, str):
+        parents = [parents]
+    layers = []
+    for parent in parents:
+        local = path.parent / str(parent)
+        parent_path = local if local.suffix in (".yaml", ".yml") and local.is_file() \
+            else resolve_config_path(str(parent))
+        layer = load_yaml(parent_path, (*_chain, path))
+        layer.pop("name", None)
+        layers.append(layer)
+    merged = OmegaConf.merge(*layers, loaded) if layers else loaded
+    assert isinstance(merged, DictConfig)
+    if "name" not in merged:
+        merged.name = path.stem
+    return merged
+
+
 def _one_line(exc: OmegaConfBaseException) -> str:
     msg = str(exc).strip().splitlines()[0]
     key = getattr(exc, "full_key", None)
@@ -393,13 +429,7 @@ def load_config(
     layers: list[Any] = [OmegaConf.structured(schema)]
     try:
         if name_or_path is not None:
-            path = resolve_config_path(str(name_or_path))
-            loaded = OmegaConf.load(path)
-            if not isinstance(loaded, DictConfig):
-                raise MtrlError(f"{path}: a config must be a YAML mapping")
-            if "name" not in loaded:
-                loaded.name = path.stem
-            layers.append(loaded)
+            layers.append(load_yaml(resolve_config_path(str(name_or_path))))
         for item in overrides:
             if "=" not in item:
                 raise MtrlError(f"override '{item}' is not of the form key=value")
