@@ -49,6 +49,7 @@ import numpy as np
 
 from mtrl.cli_common import DEVICES
 from mtrl.errors import MtrlError
+from mtrl.rundir import AFFINITY_FILE, AFFINITY_HISTORY_FILE as HISTORY_FILE
 
 if TYPE_CHECKING:  # torch is imported where used: `mtrl --help` stays fast
     from torch import Tensor
@@ -56,8 +57,6 @@ if TYPE_CHECKING:  # torch is imported where used: `mtrl --help` stays fast
     from mtrl.optim import TaskLoss
 
 KINDS = ("lookahead_critic", "lookahead_actor", "cosine_critic", "cosine_actor")
-AFFINITY_FILE = "affinity.json"
-HISTORY_FILE = "affinity_history.jsonl"
 PLOT_FILE = "affinity.png"
 SCORES_FILE = "scores.json"
 CONVENTION = ("row i = source task, column j = target task; lookahead: Z(i -> j) = "

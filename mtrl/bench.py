@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from mtrl.data import MultiTaskReplay
+from mtrl.rundir import METRICS_FILE
 
 
 def _timed(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
@@ -220,7 +221,7 @@ def training_run(preset: str, learning_steps: int, overrides: tuple[str, ...] = 
             time.sleep(0.2)
         if proc.returncode != 0:
             raise RuntimeError(f"benchmark run failed: {proc.stderr.read().strip()[-500:]}")
-        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+        records = [json.loads(line) for line in (run_dir / METRICS_FILE).open()]
         rates = [r["time/env_steps_per_s"] for r in records if "time/env_steps_per_s" in r]
     return {"env_steps_per_s": rates[-1], "peak_rss_gb": peak / 2**30}
 

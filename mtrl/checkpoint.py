@@ -13,8 +13,7 @@ from typing import Any
 import torch
 
 from mtrl.errors import MtrlError
-
-CHECKPOINT_NAME = "checkpoint.pt"
+from mtrl.rundir import CHECKPOINT_FILE as CHECKPOINT_NAME
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

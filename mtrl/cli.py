@@ -14,6 +14,7 @@ from typing import Callable
 
 from mtrl.cli_common import DEVICES, add_run_arguments
 from mtrl.errors import MtrlError
+from mtrl.rundir import FINAL_EVAL_FILE
 from mtrl.affinity import add_affinity, run_affinity
 from mtrl.grouping import add_group, run_group
 from mtrl.sweep import add_sweep, run_sweep
@@ -45,7 +46,7 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(config, run_dir, resume=args.resume, device=args.device,
                    overrides=tuple(args.overrides))
     print(format_table(result))
-    print(f"final evaluation written to {Path(run_dir) / 'final_eval.json'}")
+    print(f"final evaluation written to {Path(run_dir) / FINAL_EVAL_FILE}")
     return 0
 
 

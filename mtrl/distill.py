@@ -32,8 +32,7 @@ from mtrl.evaluation import EvalResult, evaluate
 from mtrl.experts import TaskExperts, load_experts
 from mtrl.logging import MetricsLogger
 from mtrl.train import FINAL_EVAL_FILE, Trainer
-
-EXPERT_EVAL_FILE = "expert_eval.json"
+from mtrl.rundir import EXPERT_EVAL_FILE
 
 
 @dataclass

@@ -31,9 +31,8 @@ from mtrl.envs import MultiTaskVectorEnv, make_vector_env, resolve_tasks
 from mtrl.errors import MtrlError
 from mtrl.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
 from mtrl.logging import MetricsLogger, progress_bar
-
-EXPERT_FILE = "expert.zip"
-EXPERT_INFO = "expert.json"
+from mtrl.rundir import CONFIG_FILE, EXPERT_FILE, FINAL_EVAL_FILE
+from mtrl.rundir import EXPERT_INFO_FILE as EXPERT_INFO
 
 
 # ----------------------------------------------------------------- the interface
@@ -314,7 +313,7 @@ def train_expert(config: ExpertConfig, run_dir: str | Path) -> EvalResult:
     spec, task_index = expert_tasks(config)
     device = resolve_device(config.train.device)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(config))
+    (run_dir / CONFIG_FILE).write_text(to_yaml(config))
     env_cfg, train_cfg = config.env, config.train
 
     train_env = make_vector_env(spec, 1, train_cfg.seed, env_cfg.num_workers, env_cfg.mode,
@@ -377,7 +376,7 @@ def train_expert(config: ExpertConfig, run_dir: str | Path) -> EvalResult:
             progress.bar.close()
         _atomic_model_save(model, run_dir / EXPERT_FILE)
         final = run_eval(train_cfg.steps_per_task)
-        final.write(run_dir / "final_eval.json")
+        final.write(run_dir / FINAL_EVAL_FILE)
         info = {"task": config.task, "env_tasks": spec, "success_rate": final.success_rate,
                 "episodes": final.episodes_per_task, "steps": train_cfg.steps_per_task,
                 "expert": EXPERT_FILE}

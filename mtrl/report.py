@@ -31,9 +31,8 @@ import numpy as np
 
 from mtrl.errors import MtrlError
 from mtrl.plots import Band
+from mtrl.rundir import CONFIG_FILE, FINAL_EVAL_FILE, find_run_dirs, is_run_dir
 
-CONFIG_FILE = "config.yaml"
-FINAL_EVAL_FILE = "final_eval.json"
 EVAL_PREFIX = "eval/success/"
 MEAN_KEY = "eval/success_rate"
 MAX_OVER_TIME_LABEL = "max over evaluations (optimistic, not the final figure)"
@@ -147,10 +146,10 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
             raise MtrlError(f"run directory {path} does not exist")
         if not path.is_dir():
             raise MtrlError(f"{path} is not a directory (give mtrl run directories)")
-        if (path / "metrics.jsonl").exists() or (path / CONFIG_FILE).exists():
+        if is_run_dir(path):
             found.append(path)
             continue
-        below = sorted(p.parent for p in path.rglob("metrics.jsonl"))
+        below = find_run_dirs(path)
         if not below:
             raise MtrlError(
                 f"{path} is not an mtrl run directory (no metrics.jsonl in it or below)")

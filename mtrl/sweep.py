@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from mtrl.errors import MtrlError
+from mtrl.rundir import FINAL_EVAL_FILE, has_checkpoint
 
 INSTALL_HINT = "mtrl sweep needs Ray: pip install 'mtrl[ray]' (or pip install ray)"
 SWEEP_FILE = "sweep.json"
 LOG_FILE = "train.log"
 LOCK_FILE = ".sweep.lock"
-FINAL_EVAL_FILE = "final_eval.json"  # the trainer's (mtrl.train.FINAL_EVAL_FILE)
 
 
 # ------------------------------------------------------------------ the plan
@@ -271,7 +271,7 @@ def train_run(config: Any, run_dir: str | Path, overrides: Sequence[str],
             return
         torch.set_num_threads(max(1, threads))
         print(f"[mtrl sweep] {time.strftime('%Y-%m-%d %H:%M:%S')} "
-              f"{'resuming' if (run_dir / 'checkpoint.pt').exists() else 'starting'} "
+              f"{'resuming' if has_checkpoint(run_dir) else 'starting'} "
               f"with overrides: {' '.join(overrides)}", flush=True)
         try:
             result: EvalResult = train(config, run_dir, resume=True, overrides=tuple(overrides))
@@ -478,7 +478,7 @@ def sweep(configs: Sequence[str], seeds: int | Sequence[int] = 5,
             run.finish(json.loads(final.read_text()))
             run.skipped = True
         else:
-            run.resumed = (run.run_dir / "checkpoint.pt").exists()
+            run.resumed = has_checkpoint(run.run_dir)
     todo = [r for r in runs if r.status == "pending"]
     print_fn(f"sweep: {len(runs)} runs ({sum(r.skipped for r in runs)} finished earlier, "
              f"{sum(r.resumed for r in todo)} to resume, "

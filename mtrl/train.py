@@ -31,9 +31,7 @@ from mtrl.errors import MtrlError
 from mtrl.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
 from mtrl.logging import (MetricsLogger, flatten_metrics, interval_line, progress_bar,
                           success_line)
-
-CONFIG_FILE = "config.yaml"
-FINAL_EVAL_FILE = "final_eval.json"
+from mtrl.rundir import CONFIG_FILE, FINAL_EVAL_FILE
 
 
 def make_train_env(config: Config) -> MultiTaskVectorEnv:
