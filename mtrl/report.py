@@ -136,7 +136,7 @@ class Run:
         return float(self.curve.mean(axis=1).max())
 
 
-def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+def collect_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     """The run directories named by ``paths``; a directory that is not a run itself stands for
     every run below it. Raises :class:`MtrlError` for a path that is neither."""
     found: list[Path] = []
@@ -419,7 +419,7 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, group_by: 
 
     if reps < 1:
         raise MtrlError(f"--reps must be positive, got {reps}")
-    runs = [load_run(p, group_by) for p in find_run_dirs(run_dirs)]
+    runs = [load_run(p, group_by) for p in collect_run_dirs(run_dirs)]
     summaries = [summarize(name, group, reps) for name, group in group_runs(runs).items()]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

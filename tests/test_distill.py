@@ -71,7 +71,7 @@ def test_student_matches_a_gaussian_expert_and_round_trips(tmp_path):
     first = student.update(batch)["distill_loss"].item()
     for _ in range(300):
         last = student.update(batch)["distill_loss"].item()
-    assert last < 0.1 < 10 < first  # KL(expert || student) near 0
+    assert last < 0.1 < 1.0 < first  # KL(expert || student): ~1.2 from a fresh std-1 policy, then near 0
     student.save(tmp_path / "student.pt")
     loaded = load_agent(tmp_path / "student.pt")
     np.testing.assert_array_equal(student.act(obs.numpy(), task.numpy(), True),

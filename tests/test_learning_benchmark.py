@@ -64,4 +64,4 @@ def test_quick_benchmark_trains_both_libraries_and_writes_the_json(tmp_path):
     assert len(row["mtrl"]["per_seed"]) == len(row["sb3"]["per_seed"]) == 1
     assert row["mtrl"]["seconds"]["mean"] > 0
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    assert runs == ["mtrl_mt2_s0", "mtrl_reach-v3_s0", "sb3_reach-v3_s0", "sb3_drawer-close-v3_s0"]
+    assert runs == ["mtrl_mt2_s0", "mtrl_reach-v3_s0", "sb3_drawer-close-v3_s0", "sb3_reach-v3_s0"]
