@@ -25,7 +25,7 @@ from mtrl.agents.sac import SAC
 from mtrl.config import load_config
 from mtrl.data.replay import Batch
 
-ARCHS = ("multihead", "softmod", "care", "film", "paco", "moore")
+ARCHS = ("multihead", "softmod", "care", "film", "paco", "moore", "cross_stitch")
 OBS_DIM, ACT_DIM = 39, 4
 
 

@@ -4,7 +4,7 @@ Meta-World sizes: observation 39, action 4, 3 x 400 multi-head networks, 128 tra
 task (MT10: batch 1280, MT50: batch 6400). Updates of the variants are interleaved round by
 round, so that a slow spell of a shared machine hits every variant alike; the figure per
 variant is the median (and the minimum) update time and its ratio to `mean` in the same run.
-Combiners for positive losses (gradnorm, uncertainty, famo) run on the critic, the actor
+Combiners for positive losses (gradnorm, uncertainty, famo, dwa) run on the critic, the actor
 keeps `mean`; the others run on both.
 
     python benchmarks/combiners.py --tasks 10 --rounds 20
@@ -29,7 +29,8 @@ from mtrl.data import Batch
 from mtrl.optim import COMBINERS
 
 OBS, ACT = 39, 4
-VARIANTS = ["mean", "pcgrad", "cagrad", "gradnorm", "uncertainty", "famo", "fixed", "popart"]
+VARIANTS = ["mean", "pcgrad", "cagrad", "gradnorm", "uncertainty", "famo", "fixed", "mgda",
+            "dwa", "popart"]
 
 
 def make_agent(variant: str, num_tasks: int, hidden: list[int], device: str) -> SAC:

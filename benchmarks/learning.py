@@ -120,7 +120,7 @@ def _common(settings: dict[str, Any], seed: int) -> list[str]:
 
 def _train_mtrl(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, float]:
     from mtrl.config import load_config
-    from mtrl.train import train
+    from mtrl.training.loop import train
 
     tasks = f"MT1:{run.tasks[0]}" if len(run.tasks) == 1 else ",".join(run.tasks)
     network = "mlp" if len(run.tasks) == 1 else "multihead"
@@ -140,7 +140,7 @@ def _train_mtrl(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, 
 
 def _train_sb3(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, float]:
     from mtrl.config import ExpertConfig, load_config
-    from mtrl.experts import train_expert
+    from mtrl.training.experts import train_expert
 
     (task,) = run.tasks
     config = load_config(None, [
@@ -182,12 +182,15 @@ def overall_seeds(results: dict[str, list[dict[str, Any]]], tasks: list[str]) ->
 
 
 def plan(settings: dict[str, Any], single: list[str], multi: list[str]) -> list[Run]:
-    """All runs, seed by seed (an interrupted benchmark has whole seeds), mtrl and SB3 of the
+    """All runs: the single-task suite seed by seed, then the multi-task suite seed by seed
+    (an interrupted benchmark has whole seeds of the first suite first), mtrl and SB3 of the
     same task and seed next to each other."""
+    seeds = range(settings["seeds"])
     runs: list[Run] = []
-    for seed in range(settings["seeds"]):
+    for seed in seeds:
         for task in single:
             runs += [Run("mtrl", (task,), seed), Run("sb3", (task,), seed)]
+    for seed in seeds:
         runs.append(Run("mtrl", tuple(multi), seed))
         runs += [Run("sb3", (t,), seed) for t in multi if t not in single]
     return runs

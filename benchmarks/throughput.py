@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from mtrl import bench
+from mtrl.training import bench
 
 
 def main() -> None:

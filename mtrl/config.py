@@ -97,6 +97,23 @@ class MultiHeadOptions:
 
 
 @dataclass
+class BroNetOptions:
+    """BroNet (Nauman et al. 2024/2025): residual blocks with LayerNorm; ``hidden_sizes`` unused."""
+
+    width: int = 256  # hidden width (BRC: critic 4096, actor 256)
+    num_blocks: int = 1  # residual blocks (BRC: critic 2, actor 1)
+    task_input: bool = True  # one-hot task id in the input; False with agent.task_encoding=embedding
+
+
+@dataclass
+class CrossStitchOptions:
+    """Cross-stitch networks (Misra et al. 2016): one column per task, T x T mixing units."""
+
+    alpha_same: float = 0.9  # initial diagonal of each unit (rows sum to 1; paper: 0.9)
+    alpha_lr_scale: float = 1.0  # step-size multiplier of the units (the paper raised it)
+
+
+@dataclass
 class NetworkConfig:
     """Architecture of the actor and critic networks (``agent.network.type`` selects it).
 
@@ -104,7 +121,8 @@ class NetworkConfig:
     holds that architecture's options.
     """
 
-    type: str = "multihead"  # mlp | multihead | softmod | care | film | paco | moore
+    type: str = "multihead"  # mlp | multihead | softmod | care | film | paco | moore | bronet
+    #                          | cross_stitch
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
     activation: str = "relu"
     multihead: MultiHeadOptions = field(default_factory=MultiHeadOptions)
@@ -113,6 +131,8 @@ class NetworkConfig:
     film: FiLMOptions = field(default_factory=FiLMOptions)
     paco: PaCoOptions = field(default_factory=PaCoOptions)
     moore: MooreOptions = field(default_factory=MooreOptions)
+    bronet: BroNetOptions = field(default_factory=BroNetOptions)
+    cross_stitch: CrossStitchOptions = field(default_factory=CrossStitchOptions)
     # One network of this type per task group, trained side by side: lists of task names or
     # 0-based indices, each task in exactly one group (as `mtrl group --disjoint` writes;
     # `mtrl train --groups FILE` reads that JSON). [] = one network for all tasks.
@@ -187,6 +207,24 @@ class FixedWeightsOptions:
 
 
 @dataclass
+class MGDAOptions:
+    """MGDA-UB (Sener & Koltun 2018): min-norm point of the task gradients (Frank-Wolfe)."""
+
+    gradients: str = "representation"  # representation (MGDA-UB) | parameters (full MGDA)
+    normalization: str = "none"  # none | l2 | loss | loss+ (loss*: positive losses)
+    iterations: int = 50  # Frank-Wolfe iterations per update (>= T - 2: exact when diagonal)
+    layer: str = ""  # the last shared layer's weight name; empty = the architecture's
+
+
+@dataclass
+class DWAOptions:
+    """DWA, dynamic weight averaging (Liu et al. 2019); positive losses."""
+
+    window: int = 5000  # updates per loss-averaging window (the paper's epoch)
+    temperature: float = 2.0  # softmax temperature of the loss ratios (paper: 2)
+
+
+@dataclass
 class CombinerOptions:
     """Options of each gradient combiner, used by whichever of actor / critic picks it."""
 
@@ -196,6 +234,8 @@ class CombinerOptions:
     uncertainty: UncertaintyOptions = field(default_factory=UncertaintyOptions)
     famo: FAMOOptions = field(default_factory=FAMOOptions)
     fixed: FixedWeightsOptions = field(default_factory=FixedWeightsOptions)
+    mgda: MGDAOptions = field(default_factory=MGDAOptions)
+    dwa: DWAOptions = field(default_factory=DWAOptions)
 
 
 @dataclass
@@ -222,11 +262,22 @@ class AgentConfig:
     actor_update_every: int = 1
     target_update_every: int = 1
     temperature_weighting: bool = False  # re-weight task losses by softmax(-log alpha)
-    actor_combiner: str = "mean"  # mean | pcgrad | cagrad | fixed (mtrl.optim.COMBINERS)
-    critic_combiner: str = "mean"  # ... | gradnorm | uncertainty | famo (positive losses)
+    actor_combiner: str = "mean"  # mean | pcgrad | cagrad | fixed | mgda (mtrl.optim.COMBINERS)
+    critic_combiner: str = "mean"  # ... | gradnorm | uncertainty | famo | dwa (positive losses)
     combiners: CombinerOptions = field(default_factory=CombinerOptions)
     popart: bool = False  # PopArt-normalised critic (per-task target statistics)
     popart_beta: float = 3e-4  # step size of PopArt's statistics
+    # BRC (Nauman et al. 2025) options; each also works alone (see mtrl/agents/sac.py)
+    critic_network: Optional[NetworkConfig] = None  # the critics' architecture; None = network
+    critic_loss: str = "mse"  # mse | categorical (cross-entropy over num_bins atoms)
+    critic_ensemble: str = "min"  # min | mean (BRC: mean of the twin critics' probabilities)
+    num_bins: int = 101  # atoms of the categorical critic
+    v_min: float = -10.0  # support of the categorical critic
+    v_max: float = 10.0  # (also the target of reward_normalization)
+    task_encoding: str = "one_hot"  # one_hot | embedding (learned, unit norm, critic-trained)
+    task_embedding_dim: int = 32
+    reward_normalization: bool = False  # per-task reward scale v_max / (G_i + lambda_i)
+    weight_decay: float = 0.0  # > 0: AdamW on actor and critic (0: Adam)
     distral: DistralConfig = field(default_factory=DistralConfig)
 
 
@@ -462,13 +513,14 @@ def validate(config: Any) -> None:
     if not 0.0 <= config.agent.gamma <= 1.0:
         raise MtrlError("config: agent.gamma must be in [0, 1]")
     _validate_combiners(config.agent)
+    _validate_critic(config.agent)
     if config.agent.name == "distral":
         _validate_distral(config.agent.distral)
     if config.train.affinity_every < 0:
         raise MtrlError("config: train.affinity_every must be >= 0 (0 = off)")
     if config.agent.network.groups:  # names -> indices: the networks know task ids only
         from mtrl.envs.tasks import resolve_tasks
-        from mtrl.grouping import resolve_groups
+        from mtrl.envs.tasks import resolve_groups
 
         config.agent.network.groups = resolve_groups(config.agent.network.groups,
                                                      resolve_tasks(config.env.tasks))
@@ -493,6 +545,29 @@ def _validate_combiners(agent: AgentConfig) -> None:
                             f"(choose from {', '.join(COMBINERS)})")
     if not 0.0 < agent.popart_beta <= 1.0:
         raise MtrlError(f"config: agent.popart_beta must be in (0, 1], got {agent.popart_beta}")
+
+
+def _validate_critic(agent: AgentConfig) -> None:
+    """The critic / BRC options (one-line errors naming the key)."""
+    from mtrl.agents.sac import check_critic_options
+
+    try:
+        check_critic_options(agent.critic_loss, agent.critic_ensemble, agent.num_bins,
+                             agent.v_min, agent.v_max, agent.task_encoding,
+                             agent.task_embedding_dim, agent.weight_decay, agent.popart)
+    except MtrlError as exc:
+        raise MtrlError(f"config: {exc}") from None
+    if agent.reward_normalization and not agent.gamma < 1.0:
+        raise MtrlError("config: agent.reward_normalization needs agent.gamma < 1")
+    if agent.critic_network is not None:
+        sizes = agent.critic_network.hidden_sizes
+        if not sizes or min(sizes) <= 0:
+            raise MtrlError("config: agent.critic_network.hidden_sizes must be non-empty and "
+                            "positive")
+    for spec, key in ((agent.network, "network"), (agent.critic_network, "critic_network")):
+        if spec is not None and (spec.bronet.width <= 0 or spec.bronet.num_blocks < 0):
+            raise MtrlError(f"config: agent.{key}.bronet: width must be positive and "
+                            "num_blocks >= 0")
 
 
 def _validate_distral(distral: DistralConfig) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mtrl.envs import FakeMultiTaskVectorEnv
-from mtrl.experts import TaskGymEnv
+from mtrl.training.experts import TaskGymEnv
 
 
 def oracle_expert(path: Path, num_tasks: int, task: int, gain: float = 10.0,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from mtrl.affinity import (
+from mtrl.analysis.affinity import (
     AFFINITY_FILE,
     HISTORY_FILE,
     AffinityTracker,
@@ -22,9 +22,9 @@ from mtrl.affinity import (
 from mtrl.agents import SAC
 from mtrl.cli import main
 from mtrl.data import MultiTaskReplay
-from mtrl.logging import read_metrics
+from mtrl.training.logging import read_metrics
 from mtrl.optim import TaskLoss
-from mtrl.train import train
+from mtrl.training.loop import train
 
 from conftest import fake_config
 

@@ -2,7 +2,7 @@
 
 import os
 
-from mtrl import bench
+from mtrl.training import bench
 
 
 def test_tree_rss_counts_this_process():

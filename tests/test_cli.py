@@ -17,10 +17,10 @@ def run_cli(capsys, *argv):
 
 
 def test_help_lists_commands_and_options():
-    out = subprocess.run([sys.executable, "-m", "mtrl.cli", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "mtrl", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "train" in out and "eval" in out
-    out = subprocess.run([sys.executable, "-m", "mtrl.cli", "train", "--help"],
+    out = subprocess.run([sys.executable, "-m", "mtrl", "train", "--help"],
                          capture_output=True, text=True, check=True).stdout
     for option in ("--run-dir", "--resume", "--device", "key=value"):
         assert option in out

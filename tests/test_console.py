@@ -2,8 +2,8 @@
 
 import io
 
-from mtrl.logging import Progress, interval_line
-from mtrl.train import train
+from mtrl.training.logging import Progress, interval_line
+from mtrl.training.loop import train
 
 from conftest import fake_config
 

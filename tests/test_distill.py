@@ -13,9 +13,9 @@ from mtrl.agents.distill import LabelledBatch, Student
 from mtrl.agents.kl import gaussian_kl
 from mtrl.cli import main
 from mtrl.config import DistillConfig, load_config
-from mtrl.distill import expert_fraction, format_comparison
-from mtrl.evaluation import EvalResult
-from mtrl.logging import read_metrics
+from mtrl.training.distill import expert_fraction, format_comparison
+from mtrl.training.evaluation import EvalResult
+from mtrl.training.logging import read_metrics
 
 from sb3_experts import oracle_expert, untrained_expert
 

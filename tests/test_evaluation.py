@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mtrl.envs import make_vector_env
-from mtrl.evaluation import MetaWorldAgent, evaluate
+from mtrl.training.evaluation import MetaWorldAgent, evaluate
 
 
 def test_protocol_counts_success_at_any_step_per_task():

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from mtrl.agents import SAC
-from mtrl.checkpoint import atomic_save
+from mtrl.serialization import atomic_save
 from mtrl.cli import main
 from mtrl.config import DistillOptions, ExpertConfig, load_config
 from mtrl.envs import FakeMultiTaskVectorEnv, make_vector_env
 from mtrl.errors import MtrlError
-from mtrl.experts import (TaskExperts, TaskGymEnv, evaluate_policy_on_task, load_expert,
+from mtrl.training.experts import (TaskExperts, TaskGymEnv, evaluate_policy_on_task, load_expert,
                           load_experts)
 
 from sb3_experts import oracle_expert, untrained_expert

@@ -9,15 +9,10 @@ import math
 import numpy as np
 import pytest
 
+from mtrl.analysis.grouping import ScoreTable, groups_override, network_key, select_networks
 from mtrl.cli import main
+from mtrl.envs.tasks import resolve_groups
 from mtrl.errors import MtrlError
-from mtrl.grouping import (
-    ScoreTable,
-    groups_override,
-    network_key,
-    resolve_groups,
-    select_networks,
-)
 
 
 def random_table(n: int, rng: np.random.Generator) -> ScoreTable:

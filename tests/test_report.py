@@ -12,18 +12,11 @@ import pytest
 from conftest import fake_config
 from PIL import Image
 
+from mtrl.analysis.plots import curves_size, grid_size, heatmap_size
+from mtrl.analysis.report import MAX_OVER_TIME_LABEL, load_run, write_report
+from mtrl.analysis.statistics import batch_iqm, batch_mean, iqm, stratified_bootstrap_ci
 from mtrl.cli import main
 from mtrl.errors import MtrlError
-from mtrl.plots import curves_size, grid_size, heatmap_size
-from mtrl.report import (
-    MAX_OVER_TIME_LABEL,
-    batch_iqm,
-    batch_mean,
-    iqm,
-    load_run,
-    stratified_bootstrap_ci,
-    write_report,
-)
 
 TASKS = ["reach-v3", "push-v3"]
 
@@ -242,7 +235,7 @@ TINY = ["env.tasks=fake:2", "env.envs_per_task=1", "env.eval_envs_per_task=2",
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mtrl.train import train
+    from mtrl.training.loop import train
 
     run = tmp_path_factory.mktemp("trained") / "run"
     train(fake_config(*TINY), run)

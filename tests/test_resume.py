@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-import mtrl.train
-from mtrl.checkpoint import CHECKPOINT_NAME, load_file
+import mtrl.training.loop
 from mtrl.envs import make_vector_env
-from mtrl.logging import read_metrics
-from mtrl.train import train
+from mtrl.serialization import load_file
+from mtrl.training.logging import read_metrics
+from mtrl.training.loop import train
+from mtrl.training.rundir import CHECKPOINT_FILE
 
 from conftest import FAKE_OVERRIDES, fake_config
 
@@ -54,7 +55,7 @@ def assert_same(a: Any, b: Any, where: str = "") -> None:
 def assert_same_run(a: Path, b: Path) -> None:
     """Same final checkpoint (learner, replay, every stream, envs) and the same metrics, but
     for wall-clock rates."""
-    ca, cb = load_file(a / CHECKPOINT_NAME), load_file(b / CHECKPOINT_NAME)
+    ca, cb = load_file(a / CHECKPOINT_FILE), load_file(b / CHECKPOINT_FILE)
     for key in ("learner", "replay", "trainer", "task_names"):
         assert_same(ca[key], cb[key], key)
 
@@ -81,14 +82,14 @@ def tensorboard_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
 def _snapshot_at_first_checkpoint(monkeypatch: pytest.MonkeyPatch, target: Path) -> None:
     """Copy the run directory as it stands when the first checkpoint has been written (what a
     SIGKILL right after it leaves behind)."""
-    original = mtrl.train.atomic_save
+    original = mtrl.training.loop.atomic_save
 
     def save(obj: Any, path: Any) -> None:
         original(obj, path)
         if not target.exists():
             shutil.copytree(Path(path).parent, target)
 
-    monkeypatch.setattr(mtrl.train, "atomic_save", save)
+    monkeypatch.setattr(mtrl.training.loop, "atomic_save", save)
 
 
 @pytest.mark.parametrize("extra", [
@@ -102,7 +103,7 @@ def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path, mon
     with monkeypatch.context() as m:
         _snapshot_at_first_checkpoint(m, tmp_path / "resumed")
         train(config, tmp_path / "full")
-    first = load_file(tmp_path / "resumed" / CHECKPOINT_NAME)["trainer"]
+    first = load_file(tmp_path / "resumed" / CHECKPOINT_FILE)["trainer"]
     assert first["steps_per_task"] == 100
     assert first["env"]["episode"]["steps"].any()  # episodes in flight at the checkpoint
     train(config, tmp_path / "resumed", resume=True)
@@ -130,7 +131,7 @@ def test_resume_after_sigterm_mid_interval_reproduces_the_uninterrupted_run(tmp_
         m.setattr(FakeMultiTaskVectorEnv, "step", step)
         with pytest.raises(KeyboardInterrupt):
             train(config, tmp_path / "resumed")
-    trainer = load_file(tmp_path / "resumed" / CHECKPOINT_NAME)["trainer"]
+    trainer = load_file(tmp_path / "resumed" / CHECKPOINT_FILE)["trainer"]
     assert trainer["steps_per_task"] == 134
     assert trainer["metric_sums"]["count"] > 0
     train(config, tmp_path / "resumed", resume=True)
@@ -180,7 +181,7 @@ def test_metaworld_state_continues_episodes_bit_exactly(mode):
 def _command(run_dir: Path, *extra: str) -> list[str]:
     overrides = [*FAKE_OVERRIDES, *SHORT, "train.steps_per_task=250", "train.eval_every=100000",
                  "log.tensorboard=false"]
-    return [sys.executable, "-m", "mtrl.cli", "train", "mt10_mtmhsac", *overrides,
+    return [sys.executable, "-m", "mtrl", "train", "mt10_mtmhsac", *overrides,
             "--run-dir", str(run_dir), *extra]
 
 
@@ -203,7 +204,7 @@ def _finish(process: subprocess.Popen) -> None:
 def _stop_now(run_dir: Path, sig: int) -> bool:
     """Once the first checkpoint exists; for SIGKILL only once a later step has been logged
     too (records the resumed run must drop and log again)."""
-    if not (run_dir / CHECKPOINT_NAME).exists():
+    if not (run_dir / CHECKPOINT_FILE).exists():
         return False
     try:
         return sig != signal.SIGKILL or any(r["step"] > 100 for r in read_metrics(run_dir))
@@ -238,7 +239,7 @@ def test_killed_train_processes_resume_into_the_uninterrupted_run(tmp_path):
     assert running[signal.SIGKILL].returncode == -signal.SIGKILL
     assert running[signal.SIGTERM].returncode == 130, running[signal.SIGTERM].stderr.read()
     for run_dir in cuts.values():  # stopped mid-run (SIGTERM: wherever the signal landed)
-        assert 100 <= load_file(run_dir / CHECKPOINT_NAME)["trainer"]["steps_per_task"] < 250
+        assert 100 <= load_file(run_dir / CHECKPOINT_FILE)["trainer"]["steps_per_task"] < 250
     resumed = [_start(run_dir, "--resume") for run_dir in cuts.values()]
     for process in [full, *resumed]:
         _finish(process)
@@ -265,7 +266,7 @@ def test_distillation_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypa
     """The DAgger schedule's state (which episodes in flight the experts drive) is part of the
     checkpoint: a resumed distillation continues the same run."""
     from mtrl.config import DistillConfig, load_config
-    from mtrl.distill import distill
+    from mtrl.training.distill import distill
 
     from sb3_experts import oracle_expert
 
@@ -284,9 +285,9 @@ def test_distillation_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypa
     with monkeypatch.context() as m:
         _snapshot_at_first_checkpoint(m, tmp_path / "resumed")
         distill(config, tmp_path / "full")
-    by_expert = load_file(tmp_path / "resumed" / CHECKPOINT_NAME)["trainer"]["loop"]["by_expert"]
+    by_expert = load_file(tmp_path / "resumed" / CHECKPOINT_FILE)["trainer"]["loop"]["by_expert"]
     assert by_expert.any() and not by_expert.all()  # a mixed schedule in flight
     distill(config, tmp_path / "resumed", resume=True)
-    ca, cb = (load_file(tmp_path / r / CHECKPOINT_NAME) for r in ("full", "resumed"))
+    ca, cb = (load_file(tmp_path / r / CHECKPOINT_FILE) for r in ("full", "resumed"))
     for key in ("learner", "replay", "trainer"):
         assert_same(ca[key], cb[key], key)

@@ -1,10 +1,10 @@
-"""The run directory's file names live in ``mtrl.rundir`` alone."""
+"""The run directory's file names live in ``mtrl.training.rundir`` alone."""
 
 import ast
 from pathlib import Path
 
 import mtrl
-from mtrl import rundir
+from mtrl.training import rundir
 
 NAMES = {getattr(rundir, n) for n in dir(rundir) if n.endswith("_FILE")}
 

@@ -14,7 +14,7 @@ import pytest
 
 from mtrl.cli import main
 from mtrl.errors import MtrlError
-from mtrl.sweep import (INSTALL_HINT, MethodSummary, format_summary, parse_grid,
+from mtrl.analysis.sweep import (INSTALL_HINT, MethodSummary, format_summary, parse_grid,
                         parse_resources, plan, split_values, sweep)
 
 TINY = [
@@ -194,7 +194,7 @@ def test_killed_sweep_restarts_without_rerunning_finished(ray_address: str,
     has finished and the long one has a checkpoint; the same sweep again skips the first and
     resumes the second."""
     grid = ["--grid", "train.steps_per_task=60,200", "--resources", "cpu=1,slot=1"]
-    cmd = [sys.executable, "-m", "mtrl.cli", "sweep", PRESET, "--seeds", "1", "--out",
+    cmd = [sys.executable, "-m", "mtrl", "sweep", PRESET, "--seeds", "1", "--out",
            str(tmp_path), "--address", ray_address, *grid, *TINY]
     short = tmp_path / f"{PRESET},train.steps_per_task=60" / "seed0"
     long = tmp_path / f"{PRESET},train.steps_per_task=200" / "seed0"

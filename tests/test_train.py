@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import mtrl
-from mtrl.checkpoint import load_file
-from mtrl.logging import read_metrics
-from mtrl.train import Trainer, train
+from mtrl.serialization import load_file
+from mtrl.training.logging import read_metrics
+from mtrl.training.loop import Trainer, train
 
 from conftest import fake_config
 
@@ -99,7 +99,7 @@ def test_same_seed_same_parameters(tmp_path):
 
 
 def test_overlap_auto_is_on_for_cuda_learners_only():
-    from mtrl.train import overlap_enabled
+    from mtrl.training.loop import overlap_enabled
 
     assert overlap_enabled("auto", torch.device("cuda")) is True
     assert overlap_enabled("auto", torch.device("cpu")) is False
@@ -108,7 +108,7 @@ def test_overlap_auto_is_on_for_cuda_learners_only():
 
 
 def test_overlap_runs_the_updates_between_step_async_and_step_wait():
-    from mtrl.train import step_and_learn
+    from mtrl.training.loop import step_and_learn
 
     calls: list[str] = []
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import fake_config
 from PIL import Image, ImageSequence
 
-from mtrl import video
+from mtrl.analysis import video
 from mtrl.cli import main
 from mtrl.envs import FakeMultiTaskVectorEnv
 from mtrl.errors import MtrlError
@@ -97,7 +97,7 @@ def test_backend_must_be_chosen_before_mujoco_import(monkeypatch: pytest.MonkeyP
 
 
 def test_eval_cli_writes_videos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mtrl.train import train
+    from mtrl.training.loop import train
 
     run = tmp_path / "run"
     train(fake_config("env.tasks=fake:2", "env.envs_per_task=1", "env.eval_envs_per_task=2",
@@ -129,7 +129,7 @@ def test_metaworld_video_with_mujoco(gl_backend: str, tmp_path: Path) -> None:
     fixes its GL backend at import)."""
     script = textwrap.dedent(f"""
         import numpy as np
-        from mtrl.video import record_videos, select_gl_backend
+        from mtrl.analysis.video import record_videos, select_gl_backend
         select_gl_backend()
         from metaworld.policies import SawyerReachV3Policy
         scripted = SawyerReachV3Policy()

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from mtrl.agents.policy import rsample
-from mtrl.checkpoint import atomic_save, load_file, restore_generator
+from mtrl.serialization import atomic_save, load_file, restore_generator
 from mtrl.errors import MtrlError
 
 AGENT_CLASSES: dict[str, type["Agent"]] = {}
@@ -71,6 +71,14 @@ class Agent(abc.ABC):
     @abc.abstractmethod
     def update(self, batch: Any) -> dict[str, Tensor]:
         """One learning step; metrics as device tensors (no host sync)."""
+
+    def observe_episodes(self, task_id: np.ndarray, episode_return: np.ndarray,
+                         episode_length: np.ndarray) -> None:
+        """Completed training episodes, one entry each: task, undiscounted return, length.
+
+        The training loop calls this whenever episodes end; agents that adapt to returns
+        (SAC's per-task reward normalisation) override it. Default: nothing.
+        """
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ each task's expert on states labelled by that expert:
 * ``mse``: ``|tanh(mean_student) - tanh(mean_expert)|^2``, regression of the mean action.
 
 The loss is reduced per task and handed to a gradient combiner (``mean`` by default), like
-every mtrl loss. The loop that gathers and labels the states is :mod:`mtrl.distill`.
+every mtrl loss. The loop that gathers and labels the states is :mod:`mtrl.training.distill`.
 """
 
 from __future__ import annotations

@@ -25,19 +25,37 @@ regresses ``n`` on ``(y - mu_t) / sigma_t`` (``critic_loss`` is in these normali
 The actor minimises ``(alpha_t log pi - Q_t) / sigma_t``: SAC's objective for each task (same
 optimum, the temperature tuned as usual in reward units) with gradients whose scale does not
 depend on the task's reward scale.
+
+BRC (Nauman et al. 2025; :mod:`mtrl.agents.brc`) is options of the same agent:
+
+* ``critic_loss="categorical"``: each critic outputs logits over ``num_bins`` atoms ``z`` on
+  ``[v_min, v_max]``; the target is the C51 projection of ``r + gamma (1 - terminated)
+  (z - alpha_t log pi(a'|s'))`` with the target critics' distribution at ``(s', a')``, the loss
+  per row the cross-entropy summed over the critics, and ``Q`` the expected value.
+* ``critic_ensemble``: ``min`` (SAC's clipped double Q) or ``mean`` (BRC: mean of the critics'
+  probabilities; for the MSE critic the mean of their values).
+* ``task_encoding="embedding"``: a learned unit-norm task vector appended to the critic's
+  input (trained by the critic loss) and, detached, to the actor's.
+* ``reward_normalization``: task ``t``'s rewards scaled by ``v_max / (G_t + lambda_t)`` from
+  completed episodes (:meth:`SAC.observe_episodes`).
+* ``weight_decay``: AdamW on actor and critic (0: Adam, as before).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from mtrl.agents.base import Agent
+from mtrl.agents.brc import (EmbeddedActor, EmbeddedCritic, RewardNormalizer,
+                             categorical_projection)
 from mtrl.agents.policy import TanhGaussianPolicy, rsample
 from mtrl.data.replay import Batch
 from mtrl.errors import MtrlError
@@ -67,6 +85,14 @@ class SAC(Agent):
         temperature_weighting: weight task losses by ``softmax(-log alpha)``.
         log_std_mode: ``clip`` (SB3, initial std ~1) or ``tanh`` (CARE code) log-std bounds.
         shared_temperature: one SAC temperature for all tasks instead of one per task.
+        critic_network: network spec of the critics (default: ``network``).
+        critic_loss: ``mse`` (regression) or ``categorical`` (cross-entropy on ``num_bins``
+            atoms on ``[v_min, v_max]``).
+        critic_ensemble: ``min`` or ``mean`` of the twin critics (targets and actor).
+        task_encoding: ``one_hot`` (the networks see the task id only) or ``embedding`` (a
+            learned ``task_embedding_dim``-d unit vector appended to actor and critic inputs).
+        reward_normalization: per-task reward scales from completed episodes (BRC).
+        weight_decay: AdamW's decoupled weight decay on actor and critic (0: Adam).
         seed: seeds parameter initialisation and the agent's sampling noise.
     """
 
@@ -98,14 +124,36 @@ class SAC(Agent):
         combiners: dict[str, dict[str, Any]] | None = None,
         popart: bool = False,
         popart_beta: float = 3e-4,
+        critic_network: dict[str, Any] | None = None,
+        critic_loss: str = "mse",
+        critic_ensemble: str = "min",
+        num_bins: int = 101,
+        v_min: float = -10.0,
+        v_max: float = 10.0,
+        task_encoding: str = "one_hot",
+        task_embedding_dim: int = 32,
+        reward_normalization: bool = False,
+        weight_decay: float = 0.0,
         device: str = "cpu",
         seed: int = 0,
     ) -> None:
         self.init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        check_critic_options(critic_loss, critic_ensemble, num_bins, v_min, v_max,
+                             task_encoding, task_embedding_dim, weight_decay, popart)
+        if task_encoding == "embedding" and type(self).make_actor is not SAC.make_actor:
+            raise MtrlError(f"agent.task_encoding=embedding is not supported by agent "
+                            f"'{self.name}' (its actor is not SAC's policy)")
+        if reward_normalization and not 0.0 <= gamma < 1.0:
+            raise MtrlError("agent.reward_normalization needs agent.gamma < 1")
         self.obs_dim, self.act_dim, self.num_tasks = obs_dim, act_dim, num_tasks
         self.device = resolve_device(device)
         self.init_kwargs["device"] = str(self.device)
         self.init_kwargs["network"] = explicit_spec(network)
+        if critic_network is not None:
+            self.init_kwargs["critic_network"] = explicit_spec(critic_network)
+        self.categorical = critic_loss == "categorical"
+        self.critic_ensemble = critic_ensemble
+        self.support = torch.linspace(v_min, v_max, num_bins, device=self.device)
         self.gamma, self.tau = gamma, tau
         self.actor_update_every = actor_update_every
         self.target_update_every = target_update_every
@@ -114,13 +162,24 @@ class SAC(Agent):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.actor = self.make_actor(
-                network, obs_dim, act_dim, num_tasks, log_std_min, log_std_max, log_std_mode
-            ).to(self.device)
-            members = [build_network(network, obs_dim + act_dim, 1, num_tasks) for _ in range(2)]
+            embed = task_embedding_dim if task_encoding == "embedding" else 0
+            actor = self.make_actor(network, obs_dim + embed, act_dim, num_tasks,
+                                    log_std_min, log_std_max, log_std_mode)
+            critic_spec = network if critic_network is None else critic_network
+            outputs = num_bins if self.categorical else 1
+            members = [build_network(critic_spec, obs_dim + act_dim + embed, outputs, num_tasks)
+                       for _ in range(2)]
             if popart:  # PopArt rescales a per-task output layer (added if the net has none)
                 members = [with_task_output(m, 1, num_tasks) for m in members]
-            self.critic = Ensemble(members).to(self.device)
+            critic: nn.Module = Ensemble(members)
+            self._critic_ensemble = critic  # the Ensemble itself (PaCo's loss hooks)
+            if embed:
+                critic = EmbeddedCritic(critic, num_tasks, embed)
+                actor = EmbeddedActor(actor, critic)
+            self.critic = critic.to(self.device)
+            self.actor = actor.to(self.device)
+        self.reward_normalizer = (RewardNormalizer(num_tasks, gamma, v_max).to(self.device)
+                                  if reward_normalization else None)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.popart = PopArt(num_tasks, popart_beta).to(self.device) if popart else None
         self._critic_output = (
@@ -143,8 +202,14 @@ class SAC(Agent):
                 f"agent.actor_combiner={actor_combiner} balances positive losses; the actor "
                 "loss alpha log pi - Q has no sign (use it as agent.critic_combiner)"
             )
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr)
+        if weight_decay > 0:  # decoupled weight decay (AdamW), BRC's regularisation
+            self.actor_optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+                self.actor.parameters(), lr=actor_lr, weight_decay=weight_decay)
+            self.critic_optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+                self.critic.parameters(), lr=critic_lr, weight_decay=weight_decay)
+        else:
+            self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr)
+            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha_param], lr=alpha_lr)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed + 1)
@@ -191,8 +256,30 @@ class SAC(Agent):
         action, log_prob = rsample(*policy_output, noise)
         return action, alpha * log_prob, log_prob
 
+    def ensemble_q(self, critic_out: Tensor) -> Tensor:
+        """``(n,)`` values from the critics' outputs ``(2, n, 1 or num_bins)``: the min or mean
+        over critics (categorical: the expected value, of the mean probabilities with
+        ``mean``)."""
+        if self.categorical:
+            probs = torch.softmax(critic_out, -1)
+            if self.critic_ensemble == "mean":
+                return (probs.mean(0) * self.support).sum(-1)
+            return (probs * self.support).sum(-1).min(0).values
+        q = critic_out.squeeze(-1)
+        return q.mean(0) if self.critic_ensemble == "mean" else q.min(0).values
+
+    def ensemble_probs(self, logits: Tensor) -> Tensor:
+        """``(n, num_bins)`` distribution of the critics' logits ``(2, n, num_bins)``: their
+        mean probabilities, or the probabilities of the critic with the lower expected value."""
+        probs = torch.softmax(logits, -1)
+        if self.critic_ensemble == "mean":
+            return probs.mean(0)
+        lower = (probs * self.support).sum(-1).argmin(0)  # (n,)
+        return probs.gather(0, lower.view(1, -1, 1).expand(1, *probs.shape[1:])).squeeze(0)
+
     def critic_targets(self, batch: Batch) -> Tensor:
-        """Soft Bellman targets ``(T*b,)``; bootstraps through truncations."""
+        """Soft Bellman targets ``(T*b,)`` (categorical: projected target distributions
+        ``(T*b, num_bins)``); bootstraps through truncations."""
         with torch.no_grad():
             noise = torch.randn(
                 batch.next_obs.shape[0], self.act_dim, device=self.device,
@@ -202,9 +289,16 @@ class SAC(Agent):
             next_action, next_cost, _ = self.policy_sample(
                 self.actor(batch.next_obs, batch.task_id), noise, alpha
             )
-            next_q = self.critic_target(
+            next_out = self.critic_target(
                 torch.cat([batch.next_obs, next_action], -1), batch.task_id
-            ).squeeze(-1).min(0).values
+            )
+            if self.categorical:
+                keep = self.gamma * (1.0 - batch.terminated)
+                atoms = batch.reward[:, None] + keep[:, None] * (
+                    self.support - next_cost[:, None])
+                return categorical_projection(atoms, self.ensemble_probs(next_out),
+                                              self.support)
+            next_q = self.ensemble_q(next_out)
             if self.popart is not None:
                 next_q = self.popart.denormalize(next_q, batch.task_id)
             soft_value = next_q - next_cost
@@ -218,6 +312,8 @@ class SAC(Agent):
         def rows(params: dict[str, Tensor], obs: Tensor, action: Tensor, y: Tensor,
                  task: Tensor) -> Tensor:
             q = functional_call(self.critic, params, (torch.cat([obs, action], -1), task))
+            if self.categorical:  # cross-entropy to the target distribution, summed over critics
+                return -(y * torch.log_softmax(q, -1)).sum(-1).sum(0)
             return 0.5 * (q.squeeze(-1) - y).pow(2).sum(0)
 
         return TaskLoss(
@@ -244,7 +340,7 @@ class SAC(Agent):
             out = functional_call(self.actor, params, (obs, task))
             action, cost, aux = self.policy_sample(out, eps, alpha_rows)
             q = functional_call(self.critic, critic_state, (torch.cat([obs, action], -1), task))
-            q = q.squeeze(-1).min(0).values
+            q = self.ensemble_q(q)
             if popart:  # (alpha log pi - (sigma q + mu)) / sigma, q normalised
                 sigma, mu = popart
                 return (cost - mu) / sigma - q, aux
@@ -267,8 +363,24 @@ class SAC(Agent):
                                           state[f"{self._critic_output}.bias"],
                                           old_mean, old_sigma)
 
+    def reward_scale(self) -> Tensor | None:
+        """``(T,)`` per-task reward multipliers of reward normalisation (None when off)."""
+        if self.reward_normalizer is None:
+            return None
+        return self.reward_normalizer.scale(self.log_alpha.detach().exp(), self.target_entropy)
+
+    def observe_episodes(self, task_id: np.ndarray, episode_return: np.ndarray,
+                         episode_length: np.ndarray) -> None:
+        """Completed training episodes (their task, return and length): reward statistics."""
+        if self.reward_normalizer is not None:
+            self.reward_normalizer.observe(task_id, episode_return, episode_length)
+
     def update(self, batch: Batch) -> dict[str, Tensor]:
         metrics: dict[str, Tensor] = {}
+        scale = self.reward_scale()
+        if scale is not None:
+            batch = dataclasses.replace(batch, reward=batch.reward * scale[batch.task_id])
+            metrics["reward_scale_per_task"] = scale
         target = self.critic_targets(batch)
         if self.popart is not None:
             self.popart_step(target)
@@ -277,11 +389,12 @@ class SAC(Agent):
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_losses = self.critic_combiner.backward(critic_loss)
         self.critic_optimizer.step()
-        observe_task_losses(self.critic, critic_losses)  # networks that adapt to losses (PaCo)
+        observe_task_losses(self._critic_ensemble, critic_losses)  # networks that adapt (PaCo)
         self.critic_combiner.after_step(critic_loss)
         metrics["critic_loss"] = critic_losses.mean()
         metrics["critic_loss_per_task"] = critic_losses
-        metrics["target_q"] = target.mean()
+        metrics["target_q"] = ((target * self.support).sum(-1) if self.categorical
+                               else target).mean()
         metrics.update({f"critic_{k}": v for k, v in self.critic_combiner.metrics().items()})
 
         if self.num_updates % self.actor_update_every == 0:
@@ -338,6 +451,8 @@ class SAC(Agent):
             "alpha_optimizer": self.alpha_optimizer.state_dict(),
             **self.progress_state(),
             **({"popart": self.popart.state_dict()} if self.popart is not None else {}),
+            **({"reward_normalizer": self.reward_normalizer.state_dict()}
+               if self.reward_normalizer is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -354,3 +469,33 @@ class SAC(Agent):
         self.load_progress_state(state)
         if self.popart is not None:
             self.popart.load_state_dict(state["popart"])
+        if self.reward_normalizer is not None:
+            self.reward_normalizer.load_state_dict(state["reward_normalizer"])
+
+
+CRITIC_LOSSES = ("mse", "categorical")
+CRITIC_ENSEMBLES = ("min", "mean")
+TASK_ENCODINGS = ("one_hot", "embedding")
+
+
+def check_critic_options(critic_loss: str, critic_ensemble: str, num_bins: int, v_min: float,
+                         v_max: float, task_encoding: str, task_embedding_dim: int,
+                         weight_decay: float, popart: bool) -> None:
+    """Raise :class:`MtrlError` (one line, with the config key) for invalid BRC options."""
+    for key, value, allowed in (("critic_loss", critic_loss, CRITIC_LOSSES),
+                                ("critic_ensemble", critic_ensemble, CRITIC_ENSEMBLES),
+                                ("task_encoding", task_encoding, TASK_ENCODINGS)):
+        if value not in allowed:
+            raise MtrlError(f"agent.{key} must be one of {', '.join(allowed)}, got '{value}'")
+    if critic_loss == "categorical" and popart:
+        raise MtrlError("agent.popart does not combine with agent.critic_loss=categorical: the "
+                        "categorical critic's support [v_min, v_max] is fixed (use "
+                        "agent.reward_normalization to fit returns into it)")
+    if num_bins < 2:
+        raise MtrlError(f"agent.num_bins must be >= 2, got {num_bins}")
+    if not v_min < v_max:
+        raise MtrlError(f"agent.v_min must be below agent.v_max, got [{v_min}, {v_max}]")
+    if task_embedding_dim <= 0:
+        raise MtrlError(f"agent.task_embedding_dim must be positive, got {task_embedding_dim}")
+    if weight_decay < 0:
+        raise MtrlError(f"agent.weight_decay must be >= 0, got {weight_decay}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Sequence
+from typing import Any, Sequence
+
+from mtrl.errors import MtrlError
 
 
 class EnvError(ValueError):
@@ -153,3 +155,43 @@ def _unknown_task_message(name: str) -> str:
         else "valid specs: 'MT10', 'MT50', 'MT1:<task>', 'fake:<T>' or v3 task names"
     )
     return f"unknown Meta-World task {name!r}; {hint}"
+
+
+def resolve_groups(groups: Sequence[Sequence[Any]], task_names: Sequence[str]) -> list[list[int]]:
+    """Task groups given by names or 0-based indices -> sorted index lists.
+
+    Raises:
+        MtrlError: unknown task, empty group, or groups that do not partition the tasks
+            (every task in exactly one group).
+    """
+    index = {name: i for i, name in enumerate(task_names)}
+    resolved: list[list[int]] = []
+    for group in groups:
+        members = []
+        for item in group:
+            if isinstance(item, int) and not isinstance(item, bool) \
+                    and 0 <= item < len(task_names):
+                members.append(item)
+            elif isinstance(item, str) and item in index:
+                members.append(index[item])
+            elif isinstance(item, str) and item.isdigit() and int(item) < len(task_names):
+                members.append(int(item))
+            else:
+                raise MtrlError(f"config: agent.network.groups: unknown task {item!r} (tasks: "
+                                f"{', '.join(task_names)} or indices 0..{len(task_names) - 1})")
+        if not members:
+            raise MtrlError("config: agent.network.groups: a group is empty")
+        resolved.append(sorted(members))
+    seen: dict[int, int] = {}
+    for g, members in enumerate(resolved):
+        for t in members:
+            if t in seen:
+                raise MtrlError(
+                    f"config: agent.network.groups: task {task_names[t]} is in more than one "
+                    "group "
+                    "(training needs disjoint groups: use `mtrl group --disjoint`)")
+            seen[t] = g
+    missing = [task_names[t] for t in range(len(task_names)) if t not in seen]
+    if missing:
+        raise MtrlError(f"config: agent.network.groups: tasks in no group: {', '.join(missing)}")
+    return resolved

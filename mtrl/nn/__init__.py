@@ -10,11 +10,12 @@ from torch import nn
 
 from mtrl.errors import MtrlError
 from mtrl.nn.base import TaskLinear, last_shared_weight_name, task_parameter_names
+from mtrl.nn.bronet import BroNet
 from mtrl.nn.care import CARE
-from mtrl.nn.ensemble import Ensemble
+from mtrl.nn.cross_stitch import CrossStitch
+from mtrl.nn.ensemble import Ensemble, observe_task_losses, task_loss_mask
 from mtrl.nn.film import FiLM
 from mtrl.nn.grouped import GroupedNetwork
-from mtrl.nn.layers import observe_task_losses, task_loss_mask
 from mtrl.nn.mlp import OneHotMLP
 from mtrl.nn.moore import MOORE
 from mtrl.nn.multihead import MultiHead
@@ -29,6 +30,8 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "film": FiLM,
     "paco": PaCo,
     "moore": MOORE,
+    "bronet": BroNet,
+    "cross_stitch": CrossStitch,
 }
 
 
@@ -81,7 +84,9 @@ def build_network(spec: Any, in_dim: int, out_dim: int, num_tasks: int) -> nn.Mo
 
 
 __all__ = [
+    "BroNet",
     "CARE",
+    "CrossStitch",
     "MOORE",
     "NETWORKS",
     "Ensemble",

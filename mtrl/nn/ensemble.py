@@ -1,8 +1,12 @@
-"""Several networks of one architecture evaluated as one (the fused twin critics of SAC)."""
+"""Several networks of one architecture evaluated as one (the fused twin critics of SAC), and
+the walks over networks (ensembles included) that hand per-task losses to the modules that
+react to them: :func:`observe_task_losses` (PaCo's ``w``-reset) and :func:`task_loss_mask`
+(PaCo's loss masking)."""
 
 from __future__ import annotations
 
 import copy
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -59,3 +63,54 @@ class Ensemble(nn.Module):
             return functional_call(self.template, member_state, inputs)
 
         return torch.vmap(one, randomness="different")(state)
+
+
+def observe_task_losses(network: nn.Module, losses: Tensor) -> None:
+    """Give the submodules of ``network`` the per-task losses ``(T,)`` of the update that just
+    stepped it.
+
+    A module that adapts to its losses defines ``observe_task_losses(losses, state)``, where
+    ``state`` maps its own parameter/buffer names to the live tensors (with a leading member
+    dimension inside an :class:`~mtrl.nn.ensemble.Ensemble`), which it may update in place.
+    Networks without such modules are left alone, so agents call this after every update.
+    """
+    ensemble = isinstance(network, Ensemble)
+    root = network.template if ensemble else network
+    hooks = [(prefix, module.observe_task_losses) for prefix, module in root.named_modules()
+             if hasattr(module, "observe_task_losses")]
+    if not hooks:
+        return
+    if ensemble:
+        tensors = network.member_state()
+    else:
+        tensors = dict(network.named_parameters())
+        tensors.update(dict(network.named_buffers()))
+    for prefix, hook in hooks:
+        start = f"{prefix}." if prefix else ""
+        state = {name[len(start):]: t for name, t in tensors.items() if name.startswith(start)}
+        hook(losses.detach(), state)
+
+
+def task_loss_mask(network: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """The per-task loss mask of ``network``'s submodules that mask exploding tasks (PaCo),
+    for :class:`~mtrl.optim.TaskLoss`'s ``task_mask``: ``mask(losses (T,)) -> (T,) bool``,
+    the OR of every such module's ``task_loss_mask``; ``None`` when no module masks.
+    Members of an :class:`~mtrl.nn.ensemble.Ensemble` (also inside a grouped network) count.
+    """
+    def walk(module: nn.Module) -> Iterator[nn.Module]:
+        for sub in module.modules():
+            yield sub
+            if isinstance(sub, Ensemble):
+                yield from walk(sub.template)
+
+    masks = [sub.task_loss_mask for sub in walk(network) if hasattr(sub, "task_loss_mask")]
+    if not masks:
+        return None
+
+    def mask(losses: Tensor) -> Tensor:
+        out = masks[0](losses)
+        for other in masks[1:]:
+            out = out | other(losses)
+        return out
+
+    return mask

@@ -15,7 +15,7 @@ from mtrl.cli import main
 from mtrl.config import load_config
 from mtrl.data import Batch
 from mtrl.errors import MtrlError
-from mtrl.train import train
+from mtrl.training.loop import train
 
 OBS, ACT, T = 5, 2, 3
 NET = {"type": "multihead", "hidden_sizes": [32, 32], "activation": "relu"}

@@ -227,7 +227,7 @@ def test_training_on_envpool_evaluates_on_metaworld(envpool, tmp_path):
     """``env.backend=envpool`` trains on EnvPool's envs and keeps the official evaluation on
     Meta-World's goal sets (the evaluation env is a MetaWorldVectorEnv)."""
     from mtrl.envs import EnvPoolVectorEnv, MetaWorldVectorEnv
-    from mtrl.train import make_eval_env, make_train_env, train
+    from mtrl.training.loop import make_eval_env, make_train_env, train
 
     config = load_config("quick", [
         "env.tasks=reach-v3,push-v3", "env.backend=envpool", "env.mode=sync",

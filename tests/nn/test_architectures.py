@@ -435,7 +435,7 @@ LEARN = {  # tiny versions, and steps per task that each needs on the 2-task fak
 @pytest.mark.parametrize("kind", ARCHS)
 def test_each_architecture_learns_the_fake_env(kind, run_dir):
     from mtrl.agents import build_agent
-    from mtrl.train import evaluate_agent, make_eval_env, train
+    from mtrl.training.loop import evaluate_agent, make_eval_env, train
 
     config = fake_config("env.tasks=fake:2", "train.eval_every=5000", "train.eval_episodes=10",
                          "log.tensorboard=false", *LEARN[kind], preset=f"mt10_{kind}")
@@ -454,7 +454,7 @@ def test_each_architecture_learns_the_fake_env(kind, run_dir):
 @pytest.mark.parametrize("kind", ARCHS)
 def test_short_mt10_run_of_each_preset(kind, run_dir):
     """The paper-sized preset end to end on the real MT10 (a few steps, one eval episode)."""
-    from mtrl.train import train
+    from mtrl.training.loop import train
 
     config = load_config(f"mt10_{kind}", [
         "env.mode=sync", "env.max_episode_steps=10", "env.eval_envs_per_task=1",

@@ -185,4 +185,4 @@ def test_bad_names_and_options_are_one_line_errors():
     with pytest.raises(MtrlError, match="not a shared parameter"):
         GradNorm(T, layer="head.weight").backward(make_loss(make_net()))
     assert {n for n, c in COMBINERS.items() if c.positive_losses} == {
-        "gradnorm", "uncertainty", "famo"}
+        "gradnorm", "uncertainty", "famo", "dwa"}

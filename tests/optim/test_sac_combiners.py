@@ -148,7 +148,7 @@ LEARN = [
 @pytest.mark.slow
 @pytest.mark.parametrize("actor,critic,popart", LEARN)
 def test_each_combiner_learns_the_fake_env(actor, critic, popart, run_dir):
-    from mtrl.train import train
+    from mtrl.training.loop import train
 
     config = fake_config(
         "env.tasks=fake:3", "train.steps_per_task=1500", "train.eval_every=500",
@@ -163,7 +163,7 @@ def test_each_combiner_learns_the_fake_env(actor, critic, popart, run_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("actor,critic,popart", LEARN)
 def test_short_mt10_run_with_each_combiner(actor, critic, popart, run_dir):
-    from mtrl.train import train
+    from mtrl.training.loop import train
 
     config = load_config("mt10_mtmhsac", [
         "env.num_workers=2", "agent.network.hidden_sizes=[64,64]", "replay.batch_per_task=32",
@@ -178,7 +178,7 @@ def test_short_mt10_run_with_each_combiner(actor, critic, popart, run_dir):
     # every learning step ran one update through the combiners, and what they logged is finite
     import json
 
-    from mtrl.checkpoint import load_file
+    from mtrl.serialization import load_file
 
     state = load_file(run_dir / "checkpoint.pt")["learner"]["state"]
     assert state["num_updates"] == 150 - 100

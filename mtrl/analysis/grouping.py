@@ -380,47 +380,6 @@ def select_networks(table: ScoreTable, budget: int, disjoint: bool = False,
     )
 
 
-# ----------------------------------------------------------- group configs
-def resolve_groups(groups: Sequence[Sequence[Any]], task_names: Sequence[str]) -> list[list[int]]:
-    """Task groups given by names or 0-based indices -> sorted index lists.
-
-    Raises:
-        MtrlError: unknown task, empty group, or groups that do not partition the tasks
-            (every task in exactly one group).
-    """
-    index = {name: i for i, name in enumerate(task_names)}
-    resolved: list[list[int]] = []
-    for group in groups:
-        members = []
-        for item in group:
-            if isinstance(item, int) and not isinstance(item, bool) \
-                    and 0 <= item < len(task_names):
-                members.append(item)
-            elif isinstance(item, str) and item in index:
-                members.append(index[item])
-            elif isinstance(item, str) and item.isdigit() and int(item) < len(task_names):
-                members.append(int(item))
-            else:
-                raise MtrlError(f"config: agent.network.groups: unknown task {item!r} (tasks: "
-                                f"{', '.join(task_names)} or indices 0..{len(task_names) - 1})")
-        if not members:
-            raise MtrlError("config: agent.network.groups: a group is empty")
-        resolved.append(sorted(members))
-    seen: dict[int, int] = {}
-    for g, members in enumerate(resolved):
-        for t in members:
-            if t in seen:
-                raise MtrlError(
-                    f"config: agent.network.groups: task {task_names[t]} is in more than one "
-                    "group "
-                    "(training needs disjoint groups: use `mtrl group --disjoint`)")
-            seen[t] = g
-    missing = [task_names[t] for t in range(len(task_names)) if t not in seen]
-    if missing:
-        raise MtrlError(f"config: agent.network.groups: tasks in no group: {', '.join(missing)}")
-    return resolved
-
-
 def read_json(path: Path) -> Any:
     """The JSON in ``path``; a missing or malformed file is a one-line :class:`MtrlError`."""
     try:
@@ -431,64 +390,27 @@ def read_json(path: Path) -> Any:
         raise MtrlError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
 
 
+def select_matrix(data: Mapping[str, Any], kind: str) -> np.ndarray:
+    """One matrix of an ``affinity.json``: a kind, or ``lookahead`` / ``cosine`` (the mean of
+    its critic and actor matrices)."""
+    matrices = data.get("matrices", {})
+    if kind in matrices:
+        return np.asarray(matrices[kind], dtype=np.float64)
+    parts = [f"{kind}_critic", f"{kind}_actor"]
+    if all(p in matrices for p in parts):
+        return np.mean([np.asarray(matrices[p], dtype=np.float64) for p in parts], axis=0)
+    choices = sorted(set(matrices) | {k.rsplit("_", 1)[0] for k in matrices})
+    raise MtrlError(f"affinity file has no matrix '{kind}' (choose from {', '.join(choices)})")
+
+
 def load_table(path: str | Path, matrix: str = "lookahead") -> ScoreTable:
     """A score table from a scores JSON or an affinity JSON (``matrix`` picks the affinity:
     a key of its ``matrices``, or ``lookahead`` / ``cosine`` for the critic-actor mean)."""
     path = Path(path)
     data = read_json(path)
     if isinstance(data, dict) and "matrices" in data:
-        from mtrl.affinity import select_matrix
-
         return ScoreTable.from_affinity(data.get("tasks", []), select_matrix(data, matrix))
     return ScoreTable.from_json(data, str(path))
-
-
-# ---------------------------------------------------------------------- CLI
-def add_group(sub: Any) -> None:
-    p = sub.add_parser(
-        "group", help="choose task groups from a scores or affinity JSON",
-        description="Network selection (Standley et al. 2020): at most K networks minimizing "
-                    "the sum over tasks of the best score a chosen network gives the task. "
-                    f"Exact branch-and-bound up to {EXACT_MAX_TASKS} tasks, local search "
-                    "beyond.")
-    p.add_argument("table", metavar="AFFINITY_OR_SCORES",
-                   help="scores.json (mtrl affinity pairs) or affinity.json (online affinity)")
-    p.add_argument("--budget", "-k", type=int, required=True, help="at most K networks")
-    p.add_argument("--json", type=Path, default=None,
-                   help="output file (default: groups_k<K>.json next to the input)")
-    p.add_argument("--disjoint", action="store_true",
-                   help="only partitions (each task in one network), as mtrl train needs")
-    p.add_argument("--matrix", default="lookahead",
-                   help="which affinity of an affinity.json: lookahead (critic+actor mean, "
-                        "default), cosine, lookahead_critic, lookahead_actor, cosine_critic, "
-                        "cosine_actor")
-    p.add_argument("--exact-max-tasks", type=int, default=EXACT_MAX_TASKS,
-                   help=f"largest task count solved exactly (default {EXACT_MAX_TASKS})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the approximate search")
-
-
-def run_group(args: Any) -> int:
-    table = load_table(args.table, args.matrix)
-    result = select_networks(table, args.budget, args.disjoint, args.exact_max_tasks,
-                             seed=args.seed)
-    method = "exact (branch-and-bound)" if result.exact else \
-        f"approximate (local search; more than {args.exact_max_tasks} tasks)"
-    print(f"{len(result.groups)} network(s), total score {result.total_score:.6g}, {method}:")
-    for k, group in enumerate(result.groups):
-        scores = ", ".join(f"{t} {result.task_scores[t]:.4g}" for t in group)
-        print(f"  group {k + 1}: {scores}")
-    out = args.json or Path(args.table).with_name(f"groups_k{args.budget}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    print(f"written to {out}")
-    disjoint = all(len(set(a) & set(b)) == 0
-                   for a, b in itertools.combinations(result.groups, 2))
-    if disjoint:
-        print(f"train it: mtrl train CONFIG --groups {out}")
-    else:
-        print("groups overlap (a task helps in one network, another serves it); "
-              "`--disjoint` gives groups that mtrl train can train")
-    return 0
 
 
 def groups_override(path: str | Path) -> str:

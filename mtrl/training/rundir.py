@@ -3,9 +3,9 @@
 A training, distillation or expert run writes into its ``RUN_DIR``::
 
     config.yaml        the resolved config (complete, whatever the preset inherits)
-    checkpoint.pt      everything a resume needs (:mod:`mtrl.checkpoint`)
-    metrics.jsonl      one JSON record per log interval / evaluation (:mod:`mtrl.logging`)
-    final_eval.json    the final evaluation (:class:`mtrl.evaluation.EvalResult`)
+    checkpoint.pt      everything a resume needs (:class:`mtrl.training.loop.Trainer`)
+    metrics.jsonl      one JSON record per log interval / evaluation (:mod:`mtrl.training.logging`)
+    final_eval.json    the final evaluation (:class:`mtrl.training.evaluation.EvalResult`)
     expert_eval.json   distillation: the experts on the same evaluation envs
     expert.zip         ``mtrl expert``: the stable-baselines3 model; ``expert.json`` its info
     affinity.json      ``train.affinity_every``: the task-affinity table (and its history,
@@ -18,6 +18,8 @@ Every module takes these names from here.
 from __future__ import annotations
 
 from pathlib import Path
+
+from mtrl.errors import MtrlError
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -44,3 +46,13 @@ def has_checkpoint(path: str | Path) -> bool:
 def find_run_dirs(root: str | Path) -> list[Path]:
     """The run directories at or below ``root`` (each holds a ``metrics.jsonl``)."""
     return sorted(p.parent for p in Path(root).rglob(METRICS_FILE))
+
+
+def find_checkpoint(run_dir_or_file: str | Path) -> Path:
+    """The checkpoint file of a run directory, or the file itself."""
+    path = Path(run_dir_or_file)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise MtrlError(f"no checkpoint at {path}")
+    return path

@@ -16,22 +16,22 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from mtrl.affinity import tracker_for_run
 from mtrl.agents import Agent, build_agent, resolve_device
-from mtrl.checkpoint import CHECKPOINT_NAME, atomic_save, load_file, restore_generator
 from mtrl.config import Config, from_dict, to_dict, to_yaml
 from mtrl.data import MultiTaskReplay
 from mtrl.envs import MultiTaskVectorEnv, StepResult, make_vector_env
 from mtrl.errors import MtrlError
-from mtrl.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
-from mtrl.logging import (MetricsLogger, flatten_metrics, interval_line, progress_bar,
-                          success_line)
-from mtrl.rundir import CONFIG_FILE, FINAL_EVAL_FILE
+from mtrl.serialization import atomic_save, load_file, restore_generator
+from mtrl.training.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
+from mtrl.training.hooks import TrainingHook, build_hooks, registered_hooks
+from mtrl.training.logging import (MetricsLogger, flatten_metrics, interval_line, progress_bar,
+                                   success_line)
+from mtrl.training.rundir import CHECKPOINT_FILE, CONFIG_FILE, FINAL_EVAL_FILE
 
 
 def make_train_env(config: Config) -> MultiTaskVectorEnv:
@@ -63,6 +63,7 @@ class EpisodeStats:
     """Running returns of the training envs; finished episodes summarised per task."""
 
     returns: np.ndarray
+    lengths: np.ndarray
     successes: np.ndarray
     finished_return: np.ndarray
     finished_success: np.ndarray
@@ -70,19 +71,27 @@ class EpisodeStats:
 
     @classmethod
     def create(cls, num_envs: int, num_tasks: int) -> "EpisodeStats":
-        return cls(np.zeros(num_envs), np.zeros(num_envs, bool), np.zeros(num_tasks),
-                   np.zeros(num_tasks), np.zeros(num_tasks))
+        return cls(np.zeros(num_envs), np.zeros(num_envs), np.zeros(num_envs, bool),
+                   np.zeros(num_tasks), np.zeros(num_tasks), np.zeros(num_tasks))
 
     def record(self, reward: np.ndarray, success: np.ndarray, done: np.ndarray,
-               task_id: np.ndarray, num_tasks: int) -> None:
+               task_id: np.ndarray, num_tasks: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Add one vector step; returns the episodes it finished as ``(task_id, return,
+        length)`` (``None`` when none did)."""
         self.returns += reward
+        self.lengths += 1
         self.successes |= success
-        if done.any():
-            self.finished_return += np.bincount(task_id, self.returns * done, num_tasks)
-            self.finished_success += np.bincount(task_id, self.successes * done, num_tasks)
-            self.finished_count += np.bincount(task_id, done, num_tasks)
-            self.returns[done] = 0.0
-            self.successes[done] = False
+        if not done.any():
+            return None
+        finished = (task_id[done], self.returns[done].copy(), self.lengths[done].copy())
+        self.finished_return += np.bincount(task_id, self.returns * done, num_tasks)
+        self.finished_success += np.bincount(task_id, self.successes * done, num_tasks)
+        self.finished_count += np.bincount(task_id, done, num_tasks)
+        self.returns[done] = 0.0
+        self.lengths[done] = 0.0
+        self.successes[done] = False
+        return finished
 
     def pop(self) -> dict[str, np.ndarray]:
         """Mean return and success per task of the episodes finished since the last pop."""
@@ -174,7 +183,7 @@ class Trainer:
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
                  device: str | None = None, overrides: tuple[str, ...] = ()) -> None:
         self.run_dir = Path(run_dir)
-        checkpoint_path = self.run_dir / CHECKPOINT_NAME
+        checkpoint_path = self.run_dir / CHECKPOINT_FILE
         self.checkpoint: dict[str, Any] | None = None
         if resume:
             if checkpoint_path.exists():
@@ -192,6 +201,9 @@ class Trainer:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise MtrlError("--device cuda asked for, but no CUDA device is available")
         self.overlap = overlap_enabled(config.train.overlap, self.device)
+        if getattr(config.train, "affinity_every", 0) and "affinity" not in registered_hooks():
+            raise MtrlError("train.affinity_every needs the affinity hook: import "
+                            "mtrl.analysis first (the mtrl command does)")
 
     @staticmethod
     def _resumed_config(checkpoint: dict[str, Any], overrides: tuple[str, ...]) -> Config:
@@ -232,9 +244,9 @@ class Trainer:
             resume_step = None if self.checkpoint is None else vec_step * per_step
             logger = MetricsLogger(self.run_dir, env.task_names, cfg.log.tensorboard,
                                    resume_step)
-            affinity = tracker_for_run(cfg, self.run_dir, env.task_names, resume_step)
+            hooks = build_hooks(cfg, self.run_dir, env.task_names, resume_step)
             if self.checkpoint is not None:
-                eval_env = self._restore_side_streams(self.checkpoint, env, affinity, replay)
+                eval_env = self._restore_side_streams(self.checkpoint, env, hooks, replay)
             total = math.ceil(cfg.train.steps_per_task / per_step)
             if vec_step >= total and (self.run_dir / FINAL_EVAL_FILE).exists():
                 return self.saved_result()
@@ -257,7 +269,7 @@ class Trainer:
             def save() -> None:
                 assert obs is not None
                 self._save(learner, replay, env, vec_step, rng, sampler, obs, stats, sums,
-                           eval_env, affinity)
+                           eval_env, hooks)
             bar = progress_bar(total * per_step, vec_step * per_step, cfg.log.progress)
             clock, clock_step = time.perf_counter(), vec_step
             stop = GracefulInterrupt()
@@ -271,8 +283,10 @@ class Trainer:
                                             self.overlap)
                     replay.add(obs, actions, result.reward, result.final_obs,
                                result.terminated, env.task_id)
-                    stats.record(result.reward, result.success, result.done, env.task_id,
-                                 env.num_tasks)
+                    finished = stats.record(result.reward, result.success, result.done,
+                                            env.task_id, env.num_tasks)
+                    if finished is not None:  # e.g. BRC's per-task reward statistics
+                        learner.observe_episodes(*finished)
                     obs = result.obs
                     vec_step += 1
                     bar.update(per_step)
@@ -287,9 +301,9 @@ class Trainer:
                         bar.write(interval_line(step, total * per_step, scalars,
                                                 env.task_names))
                         clock, clock_step = now, vec_step
-                    if affinity is not None and vec_step > warmup \
-                            and every(cfg.train.affinity_every):
-                        affinity.measure(learner, replay, step, logger)
+                    if vec_step > warmup:
+                        for hook in hooks:
+                            hook.after_update_step(learner, replay, step, per_step, logger)
                     if every(cfg.train.eval_every) and vec_step < total:
                         eval_env = eval_env or make_eval_env(cfg, env)
                         self._log_eval(evaluate_agent(learner, eval_env, cfg.train.eval_episodes,
@@ -384,12 +398,12 @@ class Trainer:
     def _save(self, agent: Agent, replay: MultiTaskReplay, env: MultiTaskVectorEnv,
               vec_step: int, rng: np.random.Generator, sampler: torch.Generator,
               obs: np.ndarray, stats: EpisodeStats, sums: MetricSums,
-              eval_env: MultiTaskVectorEnv | None = None, affinity: Any = None) -> None:
+              eval_env: MultiTaskVectorEnv | None = None,
+              hooks: Sequence[TrainingHook] = ()) -> None:
         """Write everything the loop's next iteration depends on, so that a resumed run
         continues the uninterrupted one: learner, replay, every random stream, the envs'
         episodes in flight and the observation acted on next, and the partial log interval
         (episode statistics and update-metric sums)."""
-        affinity_stream = getattr(affinity, "_generator", None)
         atomic_save(
             {
                 "learner": {"agent": agent.name, "kwargs": agent.init_kwargs,
@@ -405,14 +419,13 @@ class Trainer:
                                                      for k, v in sums.sums.items()},
                                             "count": sums.count},
                             "eval_env": None if eval_env is None else eval_env.get_state(),
-                            "affinity_sampler": None if affinity_stream is None
-                            else affinity_stream.get_state(),
+                            **{k: v for hook in hooks for k, v in hook.state_dict().items()},
                             "loop": self.loop_state(),
                             "steps_per_task": vec_step * (env.num_envs // env.num_tasks)},
                 "config": to_dict(self.config),
                 "task_names": env.task_names,
             },
-            self.run_dir / CHECKPOINT_NAME,
+            self.run_dir / CHECKPOINT_FILE,
         )
 
     def _restore(self, checkpoint: dict[str, Any], agent: Agent, replay: MultiTaskReplay,
@@ -443,18 +456,17 @@ class Trainer:
         return int(trainer["vec_step"]), rng, np.asarray(obs)
 
     def _restore_side_streams(self, checkpoint: dict[str, Any], env: MultiTaskVectorEnv,
-                              affinity: Any, replay: MultiTaskReplay
+                              hooks: Sequence[TrainingHook], replay: MultiTaskReplay
                               ) -> MultiTaskVectorEnv | None:
         """Restore what does not touch the learner but shapes the logs: the evaluation envs
-        (built now if the checkpointed run had built them) and the affinity sampler."""
+        (built now if the checkpointed run had built them) and the hooks' state."""
         trainer = checkpoint["trainer"]
         eval_env = None
         if trainer.get("eval_env") is not None:
             eval_env = make_eval_env(self.config, env)
             eval_env.set_state(trainer["eval_env"])
-        if affinity is not None and trainer.get("affinity_sampler") is not None:
-            affinity._generator = torch.Generator(replay.device)
-            restore_generator(affinity._generator, trainer["affinity_sampler"])
+        for hook in hooks:
+            hook.load_state_dict(trainer, replay.device)
         return eval_env
 
 def train(config: Config, run_dir: str | Path, resume: bool = False, device: str | None = None,

@@ -1,7 +1,7 @@
 """``mtrl sweep``: seeds x grid of a config (or several) as Ray tasks, locally or on a cluster.
 
 Every run is a normal run directory ``<out>/<method>/seed<k>`` made by the trainer
-(:func:`mtrl.train.train`), so every other command works on it. A *method* is a config plus
+(:func:`mtrl.training.loop.train`), so every other command works on it. A *method* is a config plus
 one combination of grid values, named like ``mt10_mtmhsac,agent.network.type=mlp``.
 
 Runs are Ray tasks (Ray core only, no Tune), one fresh worker process per run
@@ -18,7 +18,6 @@ reported with its error (full traceback in ``<run>/train.log``) and the others g
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from mtrl.errors import MtrlError
-from mtrl.rundir import FINAL_EVAL_FILE, has_checkpoint
+from mtrl.training.rundir import FINAL_EVAL_FILE, has_checkpoint
 
 INSTALL_HINT = "mtrl sweep needs Ray: pip install 'mtrl[ray]' (or pip install ray)"
 SWEEP_FILE = "sweep.json"
@@ -97,7 +96,7 @@ class MethodSummary:
 
     @property
     def iqm(self) -> float:
-        from mtrl.report import iqm
+        from mtrl.analysis.report import iqm
 
         return iqm(self.scores) if self.scores else math.nan
 
@@ -260,8 +259,8 @@ def train_run(config: Any, run_dir: str | Path, overrides: Sequence[str],
     yield "started"
     import torch
 
-    from mtrl.evaluation import EvalResult
-    from mtrl.train import train
+    from mtrl.training.evaluation import EvalResult
+    from mtrl.training.loop import train
 
     run_dir = Path(run_dir)
     with _exclusive(run_dir), _output_to(run_dir / LOG_FILE):
@@ -300,7 +299,7 @@ def _error_line(exc: BaseException) -> str:
 
 def _latest(run_dir: Path) -> tuple[int | None, float | None]:
     """(latest step, latest eval success) from a run's ``metrics.jsonl`` (None if unknown)."""
-    from mtrl.logging import read_metrics
+    from mtrl.training.logging import read_metrics
 
     try:
         records = read_metrics(run_dir)
@@ -573,64 +572,16 @@ def _wait_stopped(ray: Any, gens: list[Any], timeout: float) -> None:
         thread.join(max(0.0, deadline - time.monotonic()))
 
 
-# ----------------------------------------------------------------------- CLI
-def add_sweep(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "sweep", help="run seeds x grid of configs as Ray tasks (local or on a cluster)",
-        description="Run every (config, grid point, seed) as an `mtrl train` run on Ray, "
-                    "under OUT/<method>/seed<k>. Rerun the same command to resume a sweep: "
-                    "finished runs are skipped, unfinished ones resume from their checkpoints.")
-    p.add_argument("configs", nargs="+", metavar="CONFIG",
-                   help="preset name(s) or YAML path(s); each is a method (x the grid); "
-                        "key=value tokens are overrides for every run")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=argparse.SUPPRESS)
-    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per method (default 5)")
-    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="values to sweep for one key (repeat for more keys; commas inside "
-                        "[...] are kept, e.g. agent.network.hidden_sizes=[64,64],[400,400])")
-    p.add_argument("--out", type=Path, default=None,
-                   help="sweep directory (default sweeps/<config name>); on a cluster, a "
-                        "path every node sees")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join ('auto' = the one started on this machine with "
-                        "`ray start`); default: an embedded local Ray instance")
-    p.add_argument("--resources", default="cpu=1", metavar="cpu=N,gpu=G[,NAME=N]",
-                   help="Ray resources per run (default cpu=1); gpu may be fractional")
-    p.add_argument("--num-cpus", type=int, default=None,
-                   help="CPUs of the local Ray instance (default: all cores)")
-    p.add_argument("--max-retries", type=int, default=2,
-                   help="retries of a run whose worker or node died (default 2)")
-
-
-def run_sweep(args: argparse.Namespace) -> int:
-    configs = [c for c in args.configs if "=" not in c]
-    overrides = [c for c in args.configs if "=" in c] + list(args.overrides)
-    if args.seeds <= 0:
-        raise MtrlError(f"--seeds must be positive, got {args.seeds}")
-    result = sweep(configs, args.seeds, parse_grid(args.grid), overrides, args.out,
-                   args.address, parse_resources(args.resources), args.num_cpus,
-                   args.max_retries)
-    print()
-    print(format_summary(result.methods))
-    for run in result.failed:
-        print(f"failed: {run.name}: {run.error}")
-    print(f"runs in {result.out} (summary in {result.out / SWEEP_FILE})")
-    _report(result)
-    return 1 if result.failed else 0
-
-
-def _report(result: SweepResult) -> None:
+def write_sweep_report(result: SweepResult, print_fn: Callable[[str], None] = print) -> None:
     """Write the ``mtrl report`` of the sweep's finished runs to ``<out>/report``."""
-    try:
-        from mtrl.report import write_report
-    except ImportError:  # no reporting command in this version of mtrl
-        return
+    from mtrl.analysis.report import write_report
+
     done = [r.run_dir for r in result.runs if r.status == "done"]
     if not done:
         return
     try:
         write_report(done, result.out / "report")
     except MtrlError as exc:
-        print(f"report: not written ({exc})")
+        print_fn(f"report: not written ({exc})")
         return
-    print(f"report (as `mtrl report`) written to {result.out / 'report' / 'index.html'}")
+    print_fn(f"report (as `mtrl report`) written to {result.out / 'report' / 'index.html'}")

@@ -14,6 +14,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from mtrl.errors import require
+
 DPI = 100
 GRID_COLUMNS = 5
 
@@ -47,7 +49,7 @@ def heatmap_size(num_methods: int, num_tasks: int) -> tuple[int, int]:
 
 
 def _figure(size: tuple[int, int]):
-    from matplotlib.figure import Figure
+    Figure = require("matplotlib.figure", "report", "mtrl report's figures").Figure
 
     return Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
 

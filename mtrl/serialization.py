@@ -1,4 +1,8 @@
-"""Atomic checkpoint files: never a half-written file, clear errors for missing/corrupt ones."""
+"""Atomic torch files: never a half-written file, clear errors for missing/corrupt ones.
+
+The bottom layer: the agents save themselves with it, the training loop writes its
+checkpoints with it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ from typing import Any
 import torch
 
 from mtrl.errors import MtrlError
-from mtrl.rundir import CHECKPOINT_FILE as CHECKPOINT_NAME
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -50,16 +53,6 @@ def load_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise MtrlError(f"corrupt checkpoint {path}: not an mtrl checkpoint")
     return payload
-
-
-def find_checkpoint(run_dir_or_file: str | Path) -> Path:
-    """The checkpoint file of a run directory, or the file itself."""
-    path = Path(run_dir_or_file)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise MtrlError(f"no checkpoint at {path}")
-    return path
 
 
 def restore_generator(generator: torch.Generator, state: torch.Tensor) -> None:

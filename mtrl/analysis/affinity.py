@@ -30,7 +30,7 @@ for the kinds ``lookahead_critic``, ``lookahead_actor``, ``cosine_critic``, ``co
 **Pairwise training** (Standley et al. 2020, "Which Tasks Should Be Learned Together in
 Multi-task Learning?"): ``mtrl affinity pairs`` trains every single task and every pair with a
 short budget (the paper's early-stopping approximation) and writes each task's score in each
-network as the score table of :mod:`mtrl.grouping`. The networks are trained as groups side by
+network as the score table of :mod:`mtrl.analysis.grouping`. The networks are trained as groups side by
 side (:class:`~mtrl.nn.GroupedNetwork`): a round-robin schedule puts every pair into one of
 ``T - 1`` runs of ``T / 2`` disjoint pairs (``T`` runs for odd ``T``, where each task sits out
 alone once, which gives its single-task score), plus one run of ``T`` single-task networks for
@@ -47,11 +47,13 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from mtrl.cli_common import DEVICES
-from mtrl.errors import MtrlError
-from mtrl.rundir import AFFINITY_FILE, AFFINITY_HISTORY_FILE as HISTORY_FILE
+from mtrl.errors import MtrlError, require
+from mtrl.training.hooks import crossed, register_hook
+from mtrl.training.rundir import AFFINITY_FILE, CONFIG_FILE
+from mtrl.training.rundir import AFFINITY_HISTORY_FILE as HISTORY_FILE
 
 if TYPE_CHECKING:  # torch is imported where used: `mtrl --help` stays fast
+    import torch
     from torch import Tensor
 
     from mtrl.optim import TaskLoss
@@ -59,6 +61,7 @@ if TYPE_CHECKING:  # torch is imported where used: `mtrl --help` stays fast
 KINDS = ("lookahead_critic", "lookahead_actor", "cosine_critic", "cosine_actor")
 PLOT_FILE = "affinity.png"
 SCORES_FILE = "scores.json"
+CHECKPOINT_KEY = "affinity_sampler"  # the tracker's sampling stream in a training checkpoint
 CONVENTION = ("row i = source task, column j = target task; lookahead: Z(i -> j) = "
               "(L_j(theta) - L_j(theta - lr grad L_i)) / |L_j(theta)|; cosine: cosine of the "
               "shared-parameter gradients")
@@ -142,25 +145,12 @@ def onto_task(matrix: np.ndarray) -> np.ndarray:
     return (matrix.sum(0) - np.diag(matrix)) / (n - 1)
 
 
-def select_matrix(data: Mapping[str, Any], kind: str) -> np.ndarray:
-    """One matrix of an ``affinity.json``: a kind, or ``lookahead`` / ``cosine`` (the mean of
-    its critic and actor matrices)."""
-    matrices = data.get("matrices", {})
-    if kind in matrices:
-        return np.asarray(matrices[kind], dtype=np.float64)
-    parts = [f"{kind}_critic", f"{kind}_actor"]
-    if all(p in matrices for p in parts):
-        return np.mean([np.asarray(matrices[p], dtype=np.float64) for p in parts], axis=0)
-    choices = sorted(set(matrices) | {k.rsplit("_", 1)[0] for k in matrices})
-    raise MtrlError(f"affinity file has no matrix '{kind}' (choose from {', '.join(choices)})")
-
-
 # ------------------------------------------------------------------- plotting
 def plot_matrices(path: str | Path | None, tasks: Sequence[str],
                   panels: Mapping[str, np.ndarray], title: str = "") -> Any:
     """A heatmap per matrix (tasks labelled; rows = source, columns = target; the colour scale
     spans the off-diagonal entries), saved to ``path`` when given; returns the figure."""
-    from matplotlib.figure import Figure
+    Figure = require("matplotlib.figure", "report", "affinity plots").Figure
 
     n = len(tasks)
     cols = min(2, len(panels))
@@ -206,8 +196,9 @@ class AffinityTracker:
     """
 
     def __init__(self, run_dir: str | Path, task_names: Sequence[str], batch_per_task: int,
-                 seed: int = 0, resume_step: int | None = None) -> None:
+                 seed: int = 0, resume_step: int | None = None, every: int = 0) -> None:
         self.run_dir = Path(run_dir)
+        self.every = every  # steps per task between measurements (as a training hook)
         self.task_names = list(task_names)
         self.batch_per_task = batch_per_task
         self.seed = seed
@@ -256,6 +247,26 @@ class AffinityTracker:
                 logger.writer.add_figure("affinity/average", figure, step)
         return values
 
+    # ------------------------------------------------- the training hook
+    def after_update_step(self, learner: Any, replay: Any, step: int, per_step: int,
+                          logger: Any) -> None:
+        """Measure when this vector step crossed a multiple of ``train.affinity_every``."""
+        if self.every and crossed(step, per_step, self.every):
+            self.measure(learner, replay, step, logger)
+
+    def state_dict(self) -> dict[str, Any]:
+        stream = self._generator
+        return {CHECKPOINT_KEY: None if stream is None else stream.get_state()}
+
+    def load_state_dict(self, trainer: Mapping[str, Any], device: torch.device) -> None:
+        import torch
+
+        from mtrl.serialization import restore_generator
+
+        if trainer.get(CHECKPOINT_KEY) is not None:
+            self._generator = torch.Generator(device)
+            restore_generator(self._generator, trainer[CHECKPOINT_KEY])
+
     def matrices(self) -> dict[str, np.ndarray]:
         """The average of every measurement so far, per kind."""
         count = max(len(self.steps), 1)
@@ -280,11 +291,15 @@ class AffinityTracker:
 
 def tracker_for_run(config: Any, run_dir: str | Path, task_names: Sequence[str],
                     resume_step: int | None) -> AffinityTracker | None:
-    """The run's tracker when ``train.affinity_every`` is on, else ``None``."""
+    """The run's tracker when ``train.affinity_every`` is on, else ``None`` (the training
+    loop's hook factory)."""
     if not config.train.affinity_every:
         return None
     return AffinityTracker(run_dir, task_names, config.replay.batch_per_task,
-                           config.train.seed, resume_step)
+                           config.train.seed, resume_step, config.train.affinity_every)
+
+
+register_hook("affinity", tracker_for_run)
 
 
 # ----------------------------------------------------------- pairwise (Standley)
@@ -314,7 +329,7 @@ def pair_runs(num_tasks: int) -> list[tuple[str, list[list[int]]]]:
 
 def _final_returns(run_dir: Path, tasks: Sequence[str]) -> dict[str, float]:
     """Each task's mean training-episode return in the last log window of a run."""
-    from mtrl.logging import read_metrics
+    from mtrl.training.logging import read_metrics
 
     returns: dict[str, float] = {}
     for record in reversed(read_metrics(run_dir)):
@@ -339,8 +354,8 @@ def run_pairs(config: Any, out_dir: str | Path, steps_per_task: int, score: str 
     """
     from mtrl.config import validate
     from mtrl.envs import resolve_tasks
-    from mtrl.grouping import ScoreTable
-    from mtrl.train import CONFIG_FILE, train
+    from mtrl.analysis.grouping import ScoreTable
+    from mtrl.training.loop import train
 
     if score not in ("success", "return"):
         raise MtrlError(f"--score must be success or return, got '{score}'")
@@ -400,43 +415,3 @@ def format_pairs(table: Any) -> str:
     for i, name in enumerate(names):
         lines.append(f"{name:>{width}} " + " ".join(f"{v:>{width}.3f}" for v in matrix[i]))
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------ CLI
-def add_affinity(sub: Any) -> None:
-    p = sub.add_parser("affinity", help="measure which tasks help each other",
-                       description="Task affinity. Online affinity during training: set "
-                                   "train.affinity_every (writes RUN_DIR/affinity.json).")
-    commands = p.add_subparsers(dest="affinity_command", metavar="SUBCOMMAND")
-    commands.required = True
-    pairs = commands.add_parser(
-        "pairs", help="train every single task and pair briefly (Standley et al. 2020)",
-        description="Train every single task and every pair of tasks with a short budget and "
-                    "write each task's score in each network (scores.json, lower is better) "
-                    "for `mtrl group`.")
-    pairs.add_argument("config", help="YAML path or preset name")
-    pairs.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    pairs.add_argument("--tasks", default=None,
-                       help="task spec (MT10, comma list, fake:<T>; default: the config's)")
-    pairs.add_argument("--steps-per-task", type=int, default=None,
-                       help="budget of each network (default: a fifth of the config's "
-                            "train.steps_per_task)")
-    pairs.add_argument("--score", choices=("success", "return"), default="success",
-                       help="1 - success rate (default) or negative normalized return")
-    pairs.add_argument("--out", type=Path, default=None,
-                       help="output directory (default: runs/<config name>-pairs)")
-    pairs.add_argument("--device", choices=DEVICES, default=None)
-
-
-def run_affinity(args: Any) -> int:
-    from mtrl.config import load_config
-
-    overrides = list(args.overrides) + ([f"env.tasks={args.tasks}"] if args.tasks else [])
-    config = load_config(args.config, overrides)
-    steps = args.steps_per_task or max(1, config.train.steps_per_task // 5)
-    out = args.out or Path("runs") / f"{config.name}-pairs"
-    table = run_pairs(config, out, steps, args.score, args.device)
-    path = write_scores(table, out, f"{steps} steps per task per network, score: {args.score}")
-    print(format_pairs(table))
-    print(f"scores written to {path} (next: mtrl group {path} --budget K)")
-    return 0

@@ -1,15 +1,14 @@
-"""``mtrl expert TASK`` and ``mtrl distill CONFIG`` (argument parsing only; the work is in
-:mod:`mtrl.experts` and :mod:`mtrl.distill`, imported when a command runs)."""
+"""``mtrl expert TASK``: a single-task stable-baselines3 SAC expert."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from mtrl.cli_common import DEVICES, add_run_arguments
+from mtrl.cli.common import DEVICES
 
 
-def add_expert(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "expert", help="train a single-task stable-baselines3 SAC expert",
         description="Train SB3 SAC on one Meta-World v3 task (goals resampled every episode), "
@@ -26,9 +25,10 @@ def add_expert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=DEVICES, default=None, help="training device")
 
 
-def run_expert(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from mtrl.config import ExpertConfig, load_config
-    from mtrl.experts import EXPERT_FILE, EXPERT_INFO, train_expert
+    from mtrl.training.experts import train_expert
+    from mtrl.training.rundir import EXPERT_FILE, EXPERT_INFO_FILE
 
     overrides = [f"task={args.task}", *args.overrides]
     if args.steps is not None:
@@ -40,30 +40,5 @@ def run_expert(args: argparse.Namespace) -> int:
     result = train_expert(config, run_dir)
     print(f"{args.task}: success {result.success_rate:.3f} "
           f"({result.episodes_per_task} episodes, deterministic actions, final evaluation)")
-    print(f"expert written to {Path(run_dir) / EXPERT_FILE} ({Path(run_dir) / EXPERT_INFO})")
-    return 0
-
-
-def add_distill(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "distill", help="distil per-task experts into one multi-task student",
-        description="Policy distillation with DAgger-style student rollouts labelled by each "
-                    "task's expert (SB3 .zip or mtrl checkpoint). Overrides: section.field=value.")
-    add_run_arguments(p, "mt10_distill", "distill.experts.reach-v3=experts/reach.zip")
-
-
-def run_distill(args: argparse.Namespace) -> int:
-    from mtrl.config import DistillConfig, load_config
-    from mtrl.distill import EXPERT_EVAL_FILE, distill, format_comparison
-    from mtrl.train import FINAL_EVAL_FILE
-
-    config = load_config(args.config, args.overrides, schema=DistillConfig)
-    run_dir = Path(args.run_dir or Path("runs") / config.name)
-    result = distill(config, run_dir, resume=args.resume, device=args.device,
-                     overrides=tuple(args.overrides))
-    print(format_comparison(result.student, result.experts))
-    written = [run_dir / FINAL_EVAL_FILE]
-    if result.experts is not None:
-        written.append(run_dir / EXPERT_EVAL_FILE)
-    print(f"final evaluation written to {', '.join(str(p) for p in written)}")
+    print(f"expert written to {Path(run_dir) / EXPERT_FILE} ({Path(run_dir) / EXPERT_INFO_FILE})")
     return 0

@@ -25,14 +25,14 @@ import torch
 from torch import Tensor
 
 from mtrl.agents import Agent, agent_from_payload, resolve_device
-from mtrl.checkpoint import CHECKPOINT_NAME, load_file
 from mtrl.config import DistillOptions, ExpertConfig, to_yaml
 from mtrl.envs import MultiTaskVectorEnv, make_vector_env, resolve_tasks
-from mtrl.errors import MtrlError
-from mtrl.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
-from mtrl.logging import MetricsLogger, progress_bar
-from mtrl.rundir import CONFIG_FILE, EXPERT_FILE, FINAL_EVAL_FILE
-from mtrl.rundir import EXPERT_INFO_FILE as EXPERT_INFO
+from mtrl.errors import MtrlError, require
+from mtrl.serialization import load_file
+from mtrl.training.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
+from mtrl.training.logging import MetricsLogger, progress_bar
+from mtrl.training.rundir import (CHECKPOINT_FILE, CONFIG_FILE, EXPERT_FILE, EXPERT_INFO_FILE,
+                                 FINAL_EVAL_FILE)
 
 
 # ----------------------------------------------------------------- the interface
@@ -83,17 +83,17 @@ def resolve_expert_path(path: str | Path) -> Path:
     """A file, or the ``expert.zip`` / ``checkpoint.pt`` of a run directory."""
     path = Path(path)
     if path.is_dir():
-        for name in (EXPERT_FILE, CHECKPOINT_NAME):
+        for name in (EXPERT_FILE, CHECKPOINT_FILE):
             if (path / name).is_file():
                 return path / name
-        raise MtrlError(f"{path} holds no {EXPERT_FILE} or {CHECKPOINT_NAME}")
+        raise MtrlError(f"{path} holds no {EXPERT_FILE} or {CHECKPOINT_FILE}")
     if not path.is_file():
         raise MtrlError(f"expert not found: {path}")
     return path
 
 
 def _load_sb3(path: Path, device: torch.device) -> SB3Expert:
-    from stable_baselines3 import SAC
+    SAC = require("stable_baselines3", "sb3", f"expert {path} (a stable-baselines3 model)").SAC
 
     if not zipfile.is_zipfile(path):
         raise MtrlError(f"corrupt expert {path}: not a zip file (a stable-baselines3 model)")
@@ -132,7 +132,7 @@ def _load_agent(path: Path, task: str, device: torch.device) -> AgentExpert:
         index = 0
     else:
         raise MtrlError(f"expert {path}: a saved {agent.num_tasks}-task agent does not say "
-                        f"which of its tasks is {task} (use its run's {CHECKPOINT_NAME})")
+                        f"which of its tasks is {task} (use its run's {CHECKPOINT_FILE})")
     return AgentExpert(agent, index, str(path))
 
 
@@ -183,7 +183,7 @@ class TaskExperts:
         return torch.tanh(mean + log_std.exp() * noise)
 
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        """numpy in, numpy out (for :func:`mtrl.evaluation.evaluate`)."""
+        """numpy in, numpy out (for :func:`mtrl.training.evaluation.evaluate`)."""
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         return self.act_tensor(obs_t, deterministic).cpu().numpy()
 
@@ -303,7 +303,7 @@ def train_expert(config: ExpertConfig, run_dir: str | Path) -> EvalResult:
     steps and at the end; writes ``expert.json``, ``final_eval.json``, ``metrics.jsonl`` and
     TensorBoard events (SB3's own under ``sb3/``).
     """
-    from stable_baselines3 import SAC
+    SAC = require("stable_baselines3", "sb3", "mtrl expert").SAC
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import configure
 
@@ -380,7 +380,7 @@ def train_expert(config: ExpertConfig, run_dir: str | Path) -> EvalResult:
         info = {"task": config.task, "env_tasks": spec, "success_rate": final.success_rate,
                 "episodes": final.episodes_per_task, "steps": train_cfg.steps_per_task,
                 "expert": EXPERT_FILE}
-        (run_dir / EXPERT_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        (run_dir / EXPERT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         return final
     finally:
         gym_env.close()

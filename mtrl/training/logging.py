@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mtrl.rundir import METRICS_FILE
+from mtrl.training.rundir import METRICS_FILE
 
 
 def flatten_metrics(

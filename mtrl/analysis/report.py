@@ -9,9 +9,9 @@ the mean and the interquartile mean (IQM, the 25 % trimmed mean of all run x tas
 bootstrap** (runs resampled with replacement independently within every task, percentile
 interval, as ``rliable.library.get_interval_estimates``).
 
-The bootstrap is implemented here with numpy rather than by calling ``rliable``: rliable pulls
-in ``arch``, whose releases that the resolver picks for our numpy 2 stack (arch 7.2 with pandas
-3) fail at import, and the method is a few vectorised lines.
+The statistics (:mod:`mtrl.analysis.statistics`) are implemented with numpy rather than by
+calling ``rliable``: rliable pulls in ``arch``, whose releases that the resolver picks for our
+numpy 2 stack (arch 7.2 with pandas 3) fail at import, and the method is a few vectorised lines.
 
 The max-over-time figure (best mean success over all evaluations of a run) is also given, and
 labelled as such: it is optimistic and not comparable to final figures.
@@ -19,101 +19,24 @@ labelled as such: it is optimistic and not comparable to final figures.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from mtrl.analysis.plots import Band
+from mtrl.analysis.statistics import (Estimate, batch_iqm, batch_mean, batch_task_mean, estimate,
+                                      iqm, stratified_bootstrap_ci)
 from mtrl.errors import MtrlError
-from mtrl.plots import Band
-from mtrl.rundir import CONFIG_FILE, FINAL_EVAL_FILE, find_run_dirs, is_run_dir
+from mtrl.training.rundir import CONFIG_FILE, FINAL_EVAL_FILE, find_run_dirs, is_run_dir
 
 EVAL_PREFIX = "eval/success/"
 MEAN_KEY = "eval/success_rate"
 MAX_OVER_TIME_LABEL = "max over evaluations (optimistic, not the final figure)"
 CURVE_REPS = 2000
-
-Statistic = Callable[[np.ndarray], np.ndarray]
-"""Maps bootstrap samples ``(B, runs, tasks)`` to ``(B, ...)``."""
-
-
-# ------------------------------------------------------------------ statistics
-def iqm(scores: np.ndarray) -> float:
-    """Interquartile mean of all entries: the 25 % trimmed mean, ``int(n / 4)`` values cut at
-    each end (``scipy.stats.trim_mean(x, 0.25, axis=None)``, rliable's ``aggregate_iqm``)."""
-    return float(batch_iqm(np.asarray(scores, dtype=np.float64)[None])[0])
-
-
-def batch_mean(samples: np.ndarray) -> np.ndarray:
-    """Mean over runs and tasks of every bootstrap sample ``(B, R, T) -> (B,)``."""
-    return samples.reshape(len(samples), -1).mean(axis=1)
-
-
-def batch_iqm(samples: np.ndarray) -> np.ndarray:
-    """IQM over runs and tasks of every bootstrap sample ``(B, R, T) -> (B,)``."""
-    flat = np.sort(samples.reshape(len(samples), -1), axis=1)
-    cut = int(0.25 * flat.shape[1])
-    return flat[:, cut:flat.shape[1] - cut].mean(axis=1)
-
-
-def batch_task_mean(samples: np.ndarray) -> np.ndarray:
-    """Mean over runs of every task ``(B, R, T) -> (B, T)``."""
-    return samples.mean(axis=1)
-
-
-def stratified_bootstrap_ci(
-    scores: np.ndarray, statistic: Statistic, reps: int = 50_000, confidence: float = 0.95,
-    seed: int = 0, chunk_elements: int = 4_000_000,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile confidence interval of ``statistic`` under the stratified bootstrap.
-
-    ``scores (R, T)``: every bootstrap sample redraws, for each task independently, ``R`` runs
-    with replacement (rliable's ``StratifiedBootstrap``). Returns ``(lo, hi)`` with the shape of
-    one statistic value. One run gives a zero-width interval.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 2 or scores.size == 0:
-        raise ValueError(f"scores must be a non-empty (runs, tasks) matrix, got {scores.shape}")
-    runs, tasks = scores.shape
-    rng = np.random.default_rng(seed)
-    per_chunk = max(1, chunk_elements // scores.size)
-    values = []
-    for start in range(0, reps, per_chunk):
-        count = min(per_chunk, reps - start)
-        rows = rng.integers(runs, size=(count, runs, tasks))
-        values.append(statistic(scores[rows, np.arange(tasks)]))
-    stats = np.concatenate(values)
-    tail = 100 * (1 - confidence) / 2
-    lo, hi = np.percentile(stats, [tail, 100 - tail], axis=0)
-    return lo, hi
-
-
-@dataclass
-class Estimate:
-    """A point estimate with its 95 % stratified-bootstrap confidence interval."""
-
-    value: float
-    lo: float
-    hi: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"value": self.value, "ci95": [self.lo, self.hi]}
-
-    def __str__(self) -> str:
-        return f"{self.value:.3f} [{self.lo:.3f}, {self.hi:.3f}]"
-
-
-def estimate(scores: np.ndarray, point: Callable[[np.ndarray], float], statistic: Statistic,
-             reps: int) -> Estimate:
-    """``point(scores)`` and the stratified-bootstrap CI of the matching batch ``statistic``."""
-    lo, hi = stratified_bootstrap_ci(scores, statistic, reps)
-    return Estimate(float(point(scores)), float(lo), float(hi))
-
 
 # --------------------------------------------------------------------- loading
 @dataclass
@@ -170,7 +93,7 @@ def load_run(path: str | Path, group_by: str = "name") -> Run:
     """Read one run directory (``config.yaml``, ``metrics.jsonl``, ``final_eval.json``)."""
     import yaml
 
-    from mtrl.logging import METRICS_FILE, read_metrics
+    from mtrl.training.logging import METRICS_FILE, read_metrics
 
     path = Path(path)
     if not (path / METRICS_FILE).exists():
@@ -415,7 +338,7 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, group_by: 
     """Load, aggregate and write ``curves.png``, ``tasks.png``, ``heatmap.png``,
     ``report.md``, ``report.json`` and ``index.html`` into ``out_dir``; returns the JSON
     (plus ``"markdown"``: the summary table)."""
-    from mtrl.plots import plot_curves, plot_heatmap, plot_task_grid
+    from mtrl.analysis.plots import plot_curves, plot_heatmap, plot_task_grid
 
     if reps < 1:
         raise MtrlError(f"--reps must be positive, got {reps}")
@@ -448,29 +371,3 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, group_by: 
     (out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
     (out / "index.html").write_text(html_page(summaries, images, "mtrl report"))
     return {**data, "markdown": summary}
-
-
-def add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "report", help="compare runs across seeds: curves, heatmap, table, HTML page",
-        description="Group runs by method, aggregate seeds (mean, IQM, stratified bootstrap "
-                    "95% CIs) and write plots, report.md, report.json and index.html.")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
-                   help="run directories (a directory holding runs stands for all of them)")
-    p.add_argument("--out", type=Path, default=Path("report"),
-                   help="output directory (default: ./report)")
-    p.add_argument("--group-by", default="name", metavar="KEY",
-                   help="config key that names the method (default: name), e.g. agent.network.type")
-    p.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples (default 50000)")
-
-
-def run_report(args: argparse.Namespace) -> int:
-    data = write_report(args.runs, args.out, args.group_by, args.reps)
-    for method in data["methods"]:
-        for run in method["runs"]:
-            if run["final_source"] != FINAL_EVAL_FILE:
-                print(f"note: {run['path']} has no {FINAL_EVAL_FILE}; using its last evaluation "
-                      f"(step {run['final_step']})", file=sys.stderr)
-    print(data["markdown"])
-    print(f"report written to {Path(args.out) / 'index.html'}")
-    return 0

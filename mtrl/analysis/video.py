@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
-from mtrl.errors import MtrlError
+from mtrl.errors import MtrlError, require
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -97,6 +97,8 @@ def select_gl_backend() -> str:
 def check_video_support(tasks: str | Sequence[str]) -> None:
     """Fail early (before MuJoCo is imported) if ``tasks`` cannot be rendered here."""
     from mtrl.envs.tasks import is_fake, resolve_tasks
+
+    require("PIL.Image", "video", "videos (GIFs)")
 
     if not is_fake(resolve_tasks(tasks)):
         select_gl_backend()
@@ -362,6 +364,8 @@ def record_videos(policy: Policy, tasks: str | Sequence[str], out_dir: str | Pat
     GL backend (:func:`select_gl_backend`); fake tasks do not."""
     from mtrl.envs.tasks import is_fake, resolve_tasks
 
+    require("PIL.Image", "video", "videos (GIFs)")
+
     names = resolve_tasks(tasks)
     scene: Scene
     if is_fake(names):
@@ -381,7 +385,7 @@ def record_videos(policy: Policy, tasks: str | Sequence[str], out_dir: str | Pat
 def record_agent_videos(agent: Agent, config: Config, out_dir: str | Path,
                         **options) -> list[VideoResult]:
     """Videos of ``agent``'s deterministic policy on the evaluation goals of ``config`` (the
-    training goals, seeded by ``train.seed``; see :func:`mtrl.train.make_eval_env`)."""
+    training goals, seeded by ``train.seed``; see :func:`mtrl.training.loop.make_eval_env`)."""
     return record_videos(lambda o, t: agent.act(o, t, deterministic=True), config.env.tasks,
                          out_dir, seed=config.train.seed,
                          max_episode_steps=config.env.max_episode_steps, **options)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from mtrl.data import MultiTaskReplay
-from mtrl.rundir import METRICS_FILE
+from mtrl.training.rundir import METRICS_FILE
 
 
 def _timed(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
@@ -138,7 +138,10 @@ def sb3_update_seconds(num_tasks: int, batch_per_task: int = 128,
     """Seconds per stable-baselines3 SAC gradient step with the same network sizes and batch
     (observation + one-hot task input, batch ``batch_per_task * num_tasks``)."""
     import gymnasium as gym
-    from stable_baselines3 import SAC as SB3SAC
+
+    from mtrl.errors import require
+
+    SB3SAC = require("stable_baselines3", "sb3", "mtrl bench (the SB3 update peer)").SAC
 
     class _Box(gym.Env):
         observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim + num_tasks,), np.float32)
@@ -207,7 +210,7 @@ def training_run(preset: str, learning_steps: int, overrides: tuple[str, ...] = 
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        argv = [sys.executable, "-m", "mtrl.cli", "train", preset, "--run-dir", str(run_dir),
+        argv = [sys.executable, "-m", "mtrl", "train", preset, "--run-dir", str(run_dir),
                 "--device", device, f"train.steps_per_task={2 * learning_steps}",
                 f"train.warmup_steps_per_task={learning_steps}",
                 f"log.every={learning_steps}",

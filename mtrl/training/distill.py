@@ -10,7 +10,7 @@ dataset); each update samples a task-balanced batch, labels every state with its
 distillation loss (:mod:`mtrl.agents.distill`). The student is evaluated with the official
 protocol every ``train.eval_every`` steps and at the end, the experts once at the end on the same
 eval envs; the report compares them task by task. Checkpoints and ``--resume`` work as in
-:mod:`mtrl.train` (the checkpoint's learner is the student, so ``mtrl eval RUN_DIR`` works).
+:mod:`mtrl.training.loop` (the checkpoint's learner is the student, so ``mtrl eval RUN_DIR`` works).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from mtrl.agents.distill import LabelledBatch, Student
 from mtrl.config import DistillConfig, from_dict
 from mtrl.data import MultiTaskReplay
 from mtrl.envs import MultiTaskVectorEnv, StepResult
-from mtrl.evaluation import EvalResult, evaluate
-from mtrl.experts import TaskExperts, load_experts
-from mtrl.logging import MetricsLogger
-from mtrl.train import FINAL_EVAL_FILE, Trainer
-from mtrl.rundir import EXPERT_EVAL_FILE
+from mtrl.training.evaluation import EvalResult, evaluate
+from mtrl.training.experts import TaskExperts, load_experts
+from mtrl.training.logging import MetricsLogger
+from mtrl.training.loop import Trainer
+from mtrl.training.rundir import EXPERT_EVAL_FILE, FINAL_EVAL_FILE
 
 
 @dataclass
@@ -69,7 +69,7 @@ def format_comparison(student: EvalResult, experts: EvalResult | None) -> str:
 
 class Distiller(Trainer):
     """Runs (or resumes) one distillation run in ``run_dir`` (run directory, checkpointing and
-    evaluation logging as :class:`~mtrl.train.Trainer`)."""
+    evaluation logging as :class:`~mtrl.training.loop.Trainer`)."""
 
     config: DistillConfig  # type: ignore[assignment]
 

@@ -1,0 +1,81 @@
+"""BroNet (Nauman et al. 2024, BRO; the critic and actor of BRC, Nauman et al. 2025).
+
+``Dense -> LayerNorm -> ReLU``, then ``num_blocks`` residual blocks
+``x + LN(Dense(ReLU(LN(Dense(x)))))``, then an output ``Dense``. LayerNorm inside every block
+keeps a wide, deep value network trainable (with weight decay, the "regularised" of BRC).
+Dense layers use orthogonal initialisation with gain sqrt(2) and zero biases, as the
+authors' code does.
+
+The task enters as a one-hot concatenated to the input (``task_input=True``, like
+:class:`~mtrl.nn.mlp.OneHotMLP`), or not at all (``task_input=False``) when the agent already
+appends a learned task embedding to the input (``agent.task_encoding=embedding``, BRC).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mtrl.nn.base import make_activation, one_hot
+
+
+def _dense(in_dim: int, out_dim: int) -> nn.Linear:
+    layer = nn.Linear(in_dim, out_dim)
+    nn.init.orthogonal_(layer.weight, math.sqrt(2.0))
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class BroBlock(nn.Module):
+    """``x + LN(Dense(act(LN(Dense(x)))))``: zero dense weights and biases give the identity."""
+
+    def __init__(self, width: int, activation: str = "relu") -> None:
+        super().__init__()
+        self.dense1, self.norm1 = _dense(width, width), nn.LayerNorm(width)
+        self.act = make_activation(activation)
+        self.dense2, self.norm2 = _dense(width, width), nn.LayerNorm(width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.norm2(self.dense2(self.act(self.norm1(self.dense1(x)))))
+
+
+class BroNet(nn.Module):
+    """BroNet on ``[x, one_hot(task_id)]`` (or on ``x`` alone with ``task_input=False``).
+
+    Args:
+        in_dim, out_dim, num_tasks: as every mtrl network.
+        hidden_sizes: unused (BroNet's size is ``width`` x ``num_blocks``); accepted so that
+            ``agent.network`` specs stay interchangeable between architectures.
+        activation: the nonlinearity (``relu`` in the paper).
+        width: hidden width (paper: critic 4096, actor 256).
+        num_blocks: residual blocks (paper: critic 2, actor 1).
+        task_input: concatenate the one-hot task id to the input.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_tasks: int,
+        hidden_sizes: Sequence[int] = (),
+        activation: str = "relu",
+        width: int = 256,
+        num_blocks: int = 1,
+        task_input: bool = True,
+    ) -> None:
+        super().__init__()
+        del hidden_sizes
+        self.num_tasks, self.task_input = num_tasks, task_input
+        self.stem = nn.Sequential(_dense(in_dim + (num_tasks if task_input else 0), width),
+                                  nn.LayerNorm(width), make_activation(activation))
+        self.blocks = nn.Sequential(*(BroBlock(width, activation) for _ in range(num_blocks)))
+        self.head = _dense(width, out_dim)
+        self.last_shared_weight = "head.weight"  # every layer is shared
+
+    def forward(self, x: Tensor, task_id: Tensor) -> Tensor:
+        if self.task_input:
+            x = torch.cat([x, one_hot(task_id, self.num_tasks, x.dtype)], -1)
+        return self.head(self.blocks(self.stem(x)))
