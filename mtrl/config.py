@@ -9,19 +9,27 @@ A YAML file may start from others: ``inherits: mt10`` (or a list, merged in orde
 names or paths relative to the file) takes their values and the file holds only what differs.
 The shipped presets are composed this way from one base per benchmark (``mt10``, ``mt50``);
 the resolved config (written to a run's ``config.yaml``) is always complete.
+
+The option sections of the methods are not written here: every network type, gradient combiner
+and agent registers its options dataclass in its own module (:mod:`mtrl.registry`), and
+:func:`assemble_schema` adds one section per registered method to the dataclasses below when
+a config is loaded (``agent.network.paco``, ``agent.combiners.cagrad``, ``agent.distral``, ...).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mtrl.errors import MtrlError
+from mtrl.nn.registry import NetworkConfig
+from mtrl.registry import Registry
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -40,210 +48,22 @@ class EnvConfig:
 
 
 @dataclass
-class SoftModOptions:
-    """Soft modularization (Yang et al. 2020); ``hidden_sizes`` is the observation embedding."""
-
-    num_layers: int = 2  # module layers L (paper: 2 MT10, 4 MT50)
-    num_modules: int = 2  # modules per layer m (paper: 2 MT10, 4 MT50)
-    module_hidden: int = 256  # module width d (paper: 256 MT10, 128 MT50)
-    routing_hidden: int = 256  # routing network width
-    routing_layers: int = 2  # routing layers on the obs * task embedding product
-
-
-@dataclass
-class CareOptions:
-    """CARE (Sodhani et al. 2021): experts mixed by attention on a task context."""
-
-    num_experts: int = 4  # k encoders (4 MT10, 6 MT50)
-    encoder_hidden: list[int] = field(default_factory=lambda: [50])
-    encoder_dim: int = 50
-    context: str = "language"  # language (shipped description embeddings) | learned
-    tasks: str = "${env.tasks}"  # the tasks whose descriptions give the context (in order)
-    context_dim: int = 50
-    context_hidden: list[int] = field(default_factory=lambda: [50, 50])
-    attention_hidden: list[int] = field(default_factory=lambda: [50, 50])
-    temperature: float = 1.0
-
-
-@dataclass
-class FiLMOptions:
-    """FiLM (Perez et al. 2018) of every hidden layer by a task-conditioned generator."""
-
-    embedding_dim: int = 50
-    generator_hidden: list[int] = field(default_factory=lambda: [50])
-
-
-@dataclass
-class PaCoOptions:
-    """PaCo (Sun et al. 2022): K parameter sets composed per task."""
-
-    num_param_sets: int = 5  # K
-    reset_threshold: float = 3000.0  # task loss that masks the task and resets its w (<=0: off)
-    reset_method: str = "interpolate"  # interpolate | copy
-
-
-@dataclass
-class MooreOptions:
-    """MOORE (Hendawy et al. 2024): Gram-Schmidt-orthogonalised experts, multi-head."""
-
-    num_experts: int = 4  # k (paper: 4 MT10, 6 MT50)
-
-
-@dataclass
-class MultiHeadOptions:
-    """Multi-head network (MT-MH-SAC, Meta-World / Meta-World+ baselines)."""
-
-    task_input: bool = True  # trunk sees obs + one-hot task id (the references); False: obs only
-
-
-@dataclass
-class BroNetOptions:
-    """BroNet (Nauman et al. 2024/2025): residual blocks with LayerNorm; ``hidden_sizes`` unused."""
-
-    width: int = 256  # hidden width (BRC: critic 4096, actor 256)
-    num_blocks: int = 1  # residual blocks (BRC: critic 2, actor 1)
-    task_input: bool = True  # one-hot task id in the input; False with agent.task_encoding=embedding
-
-
-@dataclass
-class CrossStitchOptions:
-    """Cross-stitch networks (Misra et al. 2016): one column per task, T x T mixing units."""
-
-    alpha_same: float = 0.9  # initial diagonal of each unit (rows sum to 1; paper: 0.9)
-    alpha_lr_scale: float = 1.0  # step-size multiplier of the units (the paper raised it)
-
-
-@dataclass
-class NetworkConfig:
-    """Architecture of the actor and critic networks (``agent.network.type`` selects it).
-
-    The section named after the type (``softmod``, ``care``, ``film``, ``paco``, ``moore``)
-    holds that architecture's options.
-    """
-
-    type: str = "multihead"  # mlp | multihead | softmod | care | film | paco | moore | bronet
-    #                          | cross_stitch
-    hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
-    activation: str = "relu"
-    multihead: MultiHeadOptions = field(default_factory=MultiHeadOptions)
-    softmod: SoftModOptions = field(default_factory=SoftModOptions)
-    care: CareOptions = field(default_factory=CareOptions)
-    film: FiLMOptions = field(default_factory=FiLMOptions)
-    paco: PaCoOptions = field(default_factory=PaCoOptions)
-    moore: MooreOptions = field(default_factory=MooreOptions)
-    bronet: BroNetOptions = field(default_factory=BroNetOptions)
-    cross_stitch: CrossStitchOptions = field(default_factory=CrossStitchOptions)
-    # One network of this type per task group, trained side by side: lists of task names or
-    # 0-based indices, each task in exactly one group (as `mtrl group --disjoint` writes;
-    # `mtrl train --groups FILE` reads that JSON). [] = one network for all tasks.
-    groups: list[list[Any]] = field(default_factory=list)
-
-
-@dataclass
-class DistralConfig:
-    """Distral (Teh et al. 2017), used when ``agent.name=distral``.
-
-    Task policy ``pi_i`` maximises ``E sum_t gamma^t [r + (alpha/beta) log pi_0 - (1/beta) log pi_i]``
-    (KL coefficient ``alpha/beta``, entropy coefficient ``(1-alpha)/beta``); the shared policy
-    ``pi_0`` is distilled from the task policies by the same objective.
-    """
-
-    alpha: float = 0.5  # in (0, 1]: weight of KL(pi_i || pi_0) against the entropy of pi_i
-    beta: float = 10.0  # inverse temperature (> 0); Distral's temperature is 1/beta
-    learn_beta: bool = False  # tune 1/beta per task toward agent.target_entropy (SAC-style)
-    two_column: bool = False  # pi_i = pi_0^alpha * exp(beta f_i): a shared and a task column
-    shared_network: NetworkConfig = field(default_factory=lambda: NetworkConfig(type="mlp"))
-    # the paper (Teh et al. 2017): pi_0(a|s) has no task input and the task policies act
-    shared_task_input: bool = False  # True: pi_0(a|s, task) (a variant, not the paper's)
-    eval_policy: str = "task"  # task (pi_i, the paper) | shared (pi_0): what deterministic acts use
-
-
-@dataclass
-class PCGradOptions:
-    """PCGrad (Yu et al. 2020)."""
-
-    reduction: str = "mean"  # mean | sum (the paper's scale) of the projected gradients
-
-
-@dataclass
-class CAGradOptions:
-    """CAGrad (Liu et al. 2021)."""
-
-    c: float = 0.5  # conflict-aversion radius (0 = mean)
-    rescale: bool = True  # divide the update by 1 + c^2, as the authors' code does
-    iterations: int = 20  # inner simplex solver iterations per update (warm-started)
-
-
-@dataclass
-class GradNormOptions:
-    """GradNorm (Chen et al. 2018) on the last shared layer."""
-
-    alpha: float = 1.5  # asymmetry: strength of the pull toward equal training rates
-    lr: float = 1e-3  # Adam learning rate of the task weights
-    layer: str = ""  # parameter name of the shared layer; empty = the last shared weight
-
-
-@dataclass
-class UncertaintyOptions:
-    """Uncertainty weighting (Kendall et al. 2018)."""
-
-    lr: float = 0.025  # Adam learning rate of the log-variances
-
-
-@dataclass
-class FAMOOptions:
-    """FAMO (Liu et al. 2023)."""
-
-    lr: float = 0.025  # Adam learning rate of the task logits
-    gamma: float = 0.01  # weight decay of the logits
-    min_loss: float = 0.0  # lower bound of every task loss
-
-
-@dataclass
-class FixedWeightsOptions:
-    """Fixed task weights (normalised to sum to one)."""
-
-    weights: list[float] = field(default_factory=list)  # one per task
-
-
-@dataclass
-class MGDAOptions:
-    """MGDA-UB (Sener & Koltun 2018): min-norm point of the task gradients (Frank-Wolfe)."""
-
-    gradients: str = "representation"  # representation (MGDA-UB) | parameters (full MGDA)
-    normalization: str = "none"  # none | l2 | loss | loss+ (loss*: positive losses)
-    iterations: int = 50  # Frank-Wolfe iterations per update (>= T - 2: exact when diagonal)
-    layer: str = ""  # the last shared layer's weight name; empty = the architecture's
-
-
-@dataclass
-class DWAOptions:
-    """DWA, dynamic weight averaging (Liu et al. 2019); positive losses."""
-
-    window: int = 5000  # updates per loss-averaging window (the paper's epoch)
-    temperature: float = 2.0  # softmax temperature of the loss ratios (paper: 2)
-
-
-@dataclass
 class CombinerOptions:
-    """Options of each gradient combiner, used by whichever of actor / critic picks it."""
+    """Options of each gradient combiner, used by whichever of actor / critic picks it.
 
-    pcgrad: PCGradOptions = field(default_factory=PCGradOptions)
-    cagrad: CAGradOptions = field(default_factory=CAGradOptions)
-    gradnorm: GradNormOptions = field(default_factory=GradNormOptions)
-    uncertainty: UncertaintyOptions = field(default_factory=UncertaintyOptions)
-    famo: FAMOOptions = field(default_factory=FAMOOptions)
-    fixed: FixedWeightsOptions = field(default_factory=FixedWeightsOptions)
-    mgda: MGDAOptions = field(default_factory=MGDAOptions)
-    dwa: DWAOptions = field(default_factory=DWAOptions)
+    In a loaded config it has one section per registered combiner with options (``pcgrad``,
+    ``cagrad``, ``gradnorm``, ``uncertainty``, ``famo``, ``fixed``, ``mgda``, ``dwa``, ...):
+    :func:`assemble_schema` adds them from :data:`mtrl.optim.COMBINERS`.
+    """
 
 
 @dataclass
 class AgentConfig:
     """Multi-task SAC hyperparameters (defaults as in the Meta-World / CARE papers).
 
-    A sub-section named after an agent (``distral``) holds that agent's own options; it is
-    given to that agent only.
+    A sub-section named after each agent that registers options (``distral``:
+    :class:`mtrl.agents.distral.DistralOptions`, added by :func:`assemble_schema`) holds that
+    agent's own options; it is given to that agent only.
     """
 
     name: str = "sac"
@@ -278,7 +98,6 @@ class AgentConfig:
     task_embedding_dim: int = 32
     reward_normalization: bool = False  # per-task reward scale v_max / (G_i + lambda_i)
     weight_decay: float = 0.0  # > 0: AdamW on actor and critic (0: Adam)
-    distral: DistralConfig = field(default_factory=DistralConfig)
 
 
 @dataclass
@@ -354,6 +173,8 @@ class DistillOptions:
     expert_rollouts_steps: int = 20_000  # steps per task of the decay
     stochastic_rollouts: bool = False  # sample actions in rollouts (False: mean actions)
     evaluate_experts: bool = True  # evaluate the experts on the same eval envs for the report
+    feature_regression_weight: float = 0.0  # Actor-Mimic's beta: |f_i(h) - h_expert_i|^2 (0: off)
+    feature_predictor_hidden: int = 0  # hidden width of each task's f_i (0: linear)
 
 
 @dataclass
@@ -400,6 +221,127 @@ class ExpertConfig:
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps_per_task=1_000_000, warmup_steps_per_task=5_000))
     log: LogConfig = field(default_factory=LogConfig)
+
+
+# ---------------------------------------------------------------------- the assembled schema
+
+
+def _registries() -> dict[type, Registry[Any]]:
+    """The dataclass that each registry adds its option sections to."""
+    from mtrl.agents import AGENT_CLASSES  # imported here: the agents import much more
+    from mtrl.nn import NETWORKS
+    from mtrl.optim import COMBINERS
+
+    return {NetworkConfig: NETWORKS, CombinerOptions: COMBINERS, AgentConfig: AGENT_CLASSES}
+
+
+_ASSEMBLED: dict[type, type] = {}  # dataclass -> its assembled form, for the state below
+_ASSEMBLED_FOR: tuple[int, ...] = ()  # the registries' versions _ASSEMBLED was built for
+
+
+def assemble_schema(base: type = Config) -> type:
+    """The config dataclass ``base`` (:class:`Config`, :class:`DistillConfig`,
+    :class:`ExpertConfig`, ...) with one options section per registered method.
+
+    The result is a subclass of ``base`` (same name, same fields) in which every
+    :class:`~mtrl.nn.NetworkConfig` has a field per registered network type with options
+    (``paco: PaCoOptions``), :class:`CombinerOptions` one per combiner (``cagrad:
+    CAGradOptions``) and :class:`AgentConfig` one per agent (``distral: DistralOptions``), in
+    registration order. A dataclass that holds none of these is returned unchanged. Built
+    again whenever a registry has changed since the last call.
+    """
+    global _ASSEMBLED_FOR
+    registries = _registries()
+    state = tuple(registry.version for registry in registries.values())
+    if state != _ASSEMBLED_FOR:
+        _ASSEMBLED.clear()
+        _ASSEMBLED_FOR = state
+    try:
+        return _assemble(base, registries)
+    except BaseException:
+        _ASSEMBLED.clear()  # no half-built entry stays cached
+        _ASSEMBLED_FOR = ()
+        raise
+
+
+def _assemble(cls: type, registries: dict[type, Registry[Any]]) -> type:
+    cls = cls.__dict__.get("_schema_base", cls)  # an assembled class: start from its base
+    if cls in _ASSEMBLED:
+        return _ASSEMBLED[cls]
+    _ASSEMBLED[cls] = cls  # (a dataclass that contains itself)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    new_fields: list[tuple[str, Any, Any]] = []
+    for f in dataclasses.fields(cls):
+        target = _assembled_type(hints[f.name], registries)
+        if target is not hints[f.name]:
+            new_fields.append((f.name, target, _assembled_default(f, target)))
+    registry = registries.get(cls)
+    for name, options in (registry.option_sections() if registry is not None else {}).items():
+        if name in names:
+            raise MtrlError(f"{registry.kind} '{name}': its options would replace the field "
+                            f"{cls.__name__}.{name}; register it under another name")
+        section = _assemble(options, registries)
+        new_fields.append((name, section, field(default_factory=section)))
+    if new_fields:
+        namespace = {"__doc__": cls.__doc__, "__qualname__": cls.__qualname__,
+                     "_schema_base": cls, "__reduce__": _reduce_assembled}
+        assembled = dataclasses.make_dataclass(cls.__name__, new_fields, bases=(cls,),
+                                               namespace=namespace)
+        assembled.__module__ = cls.__module__
+        _ASSEMBLED[cls] = assembled
+    return _ASSEMBLED[cls]
+
+
+def _assembled_type(tp: Any, registries: dict[type, Registry[Any]]) -> Any:
+    """``tp`` with its dataclasses assembled (a dataclass, or ``Optional`` of one)."""
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _assemble(tp, registries)
+    if typing.get_origin(tp) is Union:
+        args = typing.get_args(tp)
+        new = tuple(_assembled_type(arg, registries) for arg in args)
+        if any(a is not b for a, b in zip(new, args)):
+            return Union[new]
+    return tp
+
+
+def _assembled_default(f: dataclasses.Field, target: Any) -> Any:
+    """The default of field ``f`` as a value of its assembled type ``target``."""
+    factory = f.default_factory
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=lambda: _as_assembled(factory(), target))
+    if f.default is not dataclasses.MISSING:
+        return field(default=f.default)
+    return field()
+
+
+def _dataclass_in(tp: Any) -> Optional[type]:
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return tp
+    found = [arg for arg in typing.get_args(tp) if dataclasses.is_dataclass(arg)]
+    return found[0] if typing.get_origin(tp) is Union and len(found) == 1 else None
+
+
+def _as_assembled(value: Any, target: Any) -> Any:
+    """A dataclass instance (e.g. ``NetworkConfig(type="mlp")``) as an instance of the
+    assembled dataclass in ``target``, with the same values and default option sections."""
+    cls = _dataclass_in(target)
+    if cls is None or value is None or type(value) is cls:
+        return value
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: _as_assembled(getattr(value, f.name), hints[f.name])
+                  for f in dataclasses.fields(value) if f.init})
+
+
+def _reduce_assembled(self: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """Pickle an assembled config as its base class and values (rebuilt against the
+    registries of the process that loads it)."""
+    values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    return _rebuild_assembled, (type(self).__dict__["_schema_base"], values)
+
+
+def _rebuild_assembled(base: type, values: dict[str, Any]) -> Any:
+    return assemble_schema(base)(**values)
 
 
 def preset_names() -> list[str]:
@@ -472,12 +414,13 @@ def load_config(
     """Load a preset or YAML file (or the defaults) and apply ``key=value`` overrides.
 
     ``schema`` is the config dataclass (:class:`Config` for training runs,
-    :class:`DistillConfig`, :class:`ExpertConfig`).
+    :class:`DistillConfig`, :class:`ExpertConfig`), checked with the option sections of every
+    registered method (:func:`assemble_schema`).
 
     Raises:
         MtrlError: unknown preset, unknown key, value of the wrong type, invalid value.
     """
-    layers: list[Any] = [OmegaConf.structured(schema)]
+    layers: list[Any] = [OmegaConf.structured(assemble_schema(schema))]
     try:
         if name_or_path is not None:
             layers.append(load_yaml(resolve_config_path(str(name_or_path))))
@@ -514,8 +457,7 @@ def validate(config: Any) -> None:
         raise MtrlError("config: agent.gamma must be in [0, 1]")
     _validate_combiners(config.agent)
     _validate_critic(config.agent)
-    if config.agent.name == "distral":
-        _validate_distral(config.agent.distral)
+    _validate_sections(config.agent)
     if config.train.affinity_every < 0:
         raise MtrlError("config: train.affinity_every must be >= 0 (0 = off)")
     if config.agent.network.groups:  # names -> indices: the networks know task ids only
@@ -536,7 +478,7 @@ def _validate_log_std(mode: str, section: str) -> None:
 
 def _validate_combiners(agent: AgentConfig) -> None:
     """Known gradient-combiner names and PopArt's step (options are checked when built)."""
-    from mtrl.optim import COMBINERS  # imported here: keeps `import mtrl.config` light
+    from mtrl.optim import COMBINERS  # imported here, as every registry (no import cycle)
 
     for key in ("actor_combiner", "critic_combiner"):
         name = getattr(agent, key)
@@ -564,24 +506,34 @@ def _validate_critic(agent: AgentConfig) -> None:
         if not sizes or min(sizes) <= 0:
             raise MtrlError("config: agent.critic_network.hidden_sizes must be non-empty and "
                             "positive")
-    for spec, key in ((agent.network, "network"), (agent.critic_network, "critic_network")):
-        if spec is not None and (spec.bronet.width <= 0 or spec.bronet.num_blocks < 0):
-            raise MtrlError(f"config: agent.{key}.bronet: width must be positive and "
-                            "num_blocks >= 0")
 
 
-def _validate_distral(distral: DistralConfig) -> None:
-    if not 0.0 < distral.alpha <= 1.0:
-        raise MtrlError(f"config: agent.distral.alpha must be in (0, 1], got {distral.alpha}")
-    if distral.beta <= 0:
-        raise MtrlError(f"config: agent.distral.beta must be positive, got {distral.beta}")
-    if distral.eval_policy not in ("shared", "task"):
-        raise MtrlError("config: agent.distral.eval_policy must be one of shared, task, "
-                        f"got '{distral.eval_policy}'")
-    sizes = distral.shared_network.hidden_sizes
-    if not sizes or min(sizes) <= 0:
-        raise MtrlError("config: agent.distral.shared_network.hidden_sizes must be non-empty "
-                        "and positive")
+def _validate_sections(agent: AgentConfig) -> None:
+    """The option sections that check themselves (``validate(key)``, see :mod:`mtrl.registry`):
+    every network type's of ``agent.network`` and ``agent.critic_network``, the chosen
+    combiners' and the chosen agent's."""
+    from mtrl.agents import AGENT_CLASSES
+    from mtrl.nn import NETWORKS
+    from mtrl.optim import COMBINERS
+
+    sections: list[tuple[Any, str]] = []
+    for key in ("network", "critic_network"):
+        spec = getattr(agent, key)
+        if spec is not None:
+            sections += [(getattr(spec, name, None), f"agent.{key}.{name}")
+                         for name in NETWORKS.option_sections()]
+    for name in dict.fromkeys((agent.actor_combiner, agent.critic_combiner)):
+        if name in COMBINERS.option_sections():
+            sections.append((getattr(agent.combiners, name, None), f"agent.combiners.{name}"))
+    if agent.name in AGENT_CLASSES.option_sections():
+        sections.append((getattr(agent, agent.name, None), f"agent.{agent.name}"))
+    for section, key in sections:
+        check = getattr(section, "validate", None)
+        if check is not None:
+            try:
+                check(key)
+            except MtrlError as exc:
+                raise MtrlError(f"config: {exc}") from None
 
 
 def _validate_common(config: Any, positive: dict[str, float]) -> None:
@@ -658,7 +610,8 @@ def to_dict(config: Config) -> dict[str, Any]:
 def from_dict(data: dict[str, Any], schema: type[Any] = Config) -> Any:
     """Rebuild a config from :func:`to_dict` output (checked against ``schema``)."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(data))
+        merged = OmegaConf.merge(OmegaConf.structured(assemble_schema(schema)),
+                                 OmegaConf.create(data))
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise MtrlError(f"config: {_one_line(exc)}") from None

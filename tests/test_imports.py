@@ -18,7 +18,7 @@ ROOT = Path(mtrl.__file__).parent
 
 # Layers, lowest first: a module imports only modules of its own layer or of a lower one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("mtrl.errors", "mtrl.serialization")),
+    ("base", ("mtrl.errors", "mtrl.serialization", "mtrl.registry")),
     ("core", ("mtrl.agents", "mtrl.nn", "mtrl.optim", "mtrl.envs", "mtrl.data", "mtrl.config")),
     ("training", ("mtrl.training",)),
     ("analysis", ("mtrl.analysis",)),

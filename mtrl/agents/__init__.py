@@ -1,4 +1,10 @@
-"""Agents: acting and learning. Pick one with ``agent.name``."""
+"""Agents: acting and learning. Pick one with ``agent.name``.
+
+Each agent is a module of this package; its class registers itself in :data:`AGENT_CLASSES`
+(a subclass of :class:`Agent` that sets ``name``, with its ``options`` dataclass if it has
+any). The imports below load the built-in agents once, in this order, then every other module
+of the package (sorted by name): a new agent is a new module here.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,12 @@ from typing import Any
 
 from mtrl.agents.base import AGENT_CLASSES, Agent, agent_from_payload, load_agent
 from mtrl.agents.distill import Student
-from mtrl.agents.distral import Distral
+from mtrl.agents.distral import Distral, DistralOptions
 from mtrl.agents.sac import SAC, resolve_device
 from mtrl.errors import MtrlError
+from mtrl.registry import import_submodules
+
+import_submodules(__name__, __path__)  # any other agent module (a new file) registers too
 
 
 def build_agent(
@@ -23,12 +32,7 @@ def build_agent(
     """
     options = dataclasses.asdict(agent_config)
     name = options.pop("name")
-    try:
-        cls = AGENT_CLASSES[name]
-    except KeyError:
-        raise MtrlError(
-            f"unknown agent '{name}' (choose from {', '.join(AGENT_CLASSES)})"
-        ) from None
+    cls = AGENT_CLASSES.lookup(name)  # a one-line error listing the registered agents
     if not cls.trained_by_rl:
         raise MtrlError(f"agent '{name}' is trained by `mtrl distill`, not by RL training")
     own = options.pop(name, None) or {}
@@ -39,6 +43,6 @@ def build_agent(
 
 
 __all__ = [
-    "AGENT_CLASSES", "SAC", "Distral", "Student", "Agent", "agent_from_payload", "build_agent", "load_agent",
-    "resolve_device",
+    "AGENT_CLASSES", "SAC", "Distral", "DistralOptions", "Student", "Agent", "agent_from_payload",
+    "build_agent", "load_agent", "resolve_device",
 ]

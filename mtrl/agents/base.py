@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -13,8 +13,11 @@ from torch import Tensor
 from mtrl.agents.policy import rsample
 from mtrl.serialization import atomic_save, load_file, restore_generator
 from mtrl.errors import MtrlError
+from mtrl.registry import Registry
 
-AGENT_CLASSES: dict[str, type["Agent"]] = {}
+AGENT_CLASSES: Registry[type["Agent"]] = Registry("agent")
+"""Agent name -> class, in registration order: a subclass of :class:`Agent` that sets ``name``
+registers itself (with its ``options`` dataclass, the config section ``agent.<name>``)."""
 
 
 class Agent(abc.ABC):
@@ -22,9 +25,14 @@ class Agent(abc.ABC):
 
     Subclasses record their constructor keyword arguments in ``self.init_kwargs`` (plain
     values), so that :meth:`save` / :func:`load_agent` can rebuild them.
+
+    A subclass that sets ``name`` registers itself in :data:`AGENT_CLASSES` (``agent.name``
+    selects it). Its own ``options`` dataclass, if any, becomes the config section
+    ``agent.<name>``, whose fields are passed to that agent only, as keyword arguments.
     """
 
     name: ClassVar[str]
+    options: ClassVar[Optional[type]] = None  # the dataclass of the section agent.<name>
     trained_by_rl: ClassVar[bool] = True  # False: not built by `mtrl train` (the distilled student)
     init_kwargs: dict[str, Any]
     num_tasks: int
@@ -35,7 +43,7 @@ class Agent(abc.ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
-            AGENT_CLASSES[cls.name] = cls
+            AGENT_CLASSES.register(cls.name, options=cls.__dict__.get("options"))(cls)
 
     generator: torch.Generator
     num_updates: int

@@ -33,6 +33,7 @@ training rollouts sample ``pi_i``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,9 +43,41 @@ from mtrl.agents.kl import tanh_gaussian_kl
 from mtrl.agents.policy import TanhGaussianPolicy, rsample
 from mtrl.agents.sac import SAC
 from mtrl.errors import MtrlError
-from mtrl.nn import build_network, explicit_spec
+from mtrl.nn import NetworkConfig, build_network, explicit_spec
 
 EVAL_POLICIES = ("shared", "task")
+
+
+@dataclass
+class DistralOptions:
+    """Distral (Teh et al. 2017), used when ``agent.name=distral`` (the section ``agent.distral``).
+
+    Task policy ``pi_i`` maximises ``E sum_t gamma^t [r + (alpha/beta) log pi_0 - (1/beta) log pi_i]``
+    (KL coefficient ``alpha/beta``, entropy coefficient ``(1-alpha)/beta``); the shared policy
+    ``pi_0`` is distilled from the task policies by the same objective.
+    """
+
+    alpha: float = 0.5  # in (0, 1]: weight of KL(pi_i || pi_0) against the entropy of pi_i
+    beta: float = 10.0  # inverse temperature (> 0); Distral's temperature is 1/beta
+    learn_beta: bool = False  # tune 1/beta per task toward agent.target_entropy (SAC-style)
+    two_column: bool = False  # pi_i = pi_0^alpha * exp(beta f_i): a shared and a task column
+    shared_network: NetworkConfig = field(default_factory=lambda: NetworkConfig(type="mlp"))
+    # the paper (Teh et al. 2017): pi_0(a|s) has no task input and the task policies act
+    shared_task_input: bool = False  # True: pi_0(a|s, task) (a variant, not the paper's)
+    eval_policy: str = "task"  # task (pi_i, the paper) | shared (pi_0): what deterministic acts use
+
+    def validate(self, key: str) -> None:
+        """One-line errors naming the key (``key``: the section, ``agent.distral``)."""
+        if not 0.0 < self.alpha <= 1.0:
+            raise MtrlError(f"{key}.alpha must be in (0, 1], got {self.alpha}")
+        if self.beta <= 0:
+            raise MtrlError(f"{key}.beta must be positive, got {self.beta}")
+        if self.eval_policy not in EVAL_POLICIES:
+            raise MtrlError(f"{key}.eval_policy must be one of {', '.join(EVAL_POLICIES)}, "
+                            f"got '{self.eval_policy}'")
+        sizes = self.shared_network.hidden_sizes
+        if not sizes or min(sizes) <= 0:
+            raise MtrlError(f"{key}.shared_network.hidden_sizes must be non-empty and positive")
 
 
 class DistralPolicy(nn.Module):
@@ -111,6 +144,7 @@ class Distral(SAC):
     """
 
     name = "distral"
+    options = DistralOptions  # the config section agent.distral
     actor_aux = ("log_prob", "kl")
 
     def __init__(

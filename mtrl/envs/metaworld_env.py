@@ -365,6 +365,23 @@ class MetaWorldBlock:
         return obs
 
 
+def _check_arguments(names: Sequence[str], envs_per_task: int, seed: int,
+                     num_workers: int | None, mode: str, max_episode_steps: int,
+                     goal_seed: int | None) -> None:
+    """Raise :class:`EnvError` on arguments :class:`MetaWorldVectorEnv` cannot build."""
+    if is_fake(names):
+        raise EnvError(f"{names[0]!r} is a fake task; use FakeMultiTaskVectorEnv")
+    if envs_per_task < 1 or max_episode_steps < 1 or seed < 0 or (goal_seed or 0) < 0:
+        raise EnvError(
+            "need envs_per_task >= 1, max_episode_steps >= 1 and seeds >= 0, got "
+            f"{envs_per_task}, {max_episode_steps}, {seed}, goal seed {goal_seed}"
+        )
+    if mode not in ("async", "sync"):
+        raise EnvError(f"mode must be 'async' or 'sync', got {mode!r}")
+    if num_workers is not None and num_workers < 1:
+        raise EnvError(f"num_workers must be >= 1, got {num_workers}")
+
+
 class MetaWorldVectorEnv:
     """Meta-World v3 multi-task vector env (implements :class:`~mtrl.envs.base.MultiTaskVectorEnv`).
 
@@ -403,17 +420,8 @@ class MetaWorldVectorEnv:
         share_workers_with: MetaWorldVectorEnv | None = None,
     ) -> None:
         names = resolve_tasks(task_names)
-        if is_fake(names):
-            raise EnvError(f"{names[0]!r} is a fake task; use FakeMultiTaskVectorEnv")
-        if envs_per_task < 1 or max_episode_steps < 1 or seed < 0 or (goal_seed or 0) < 0:
-            raise EnvError(
-                "need envs_per_task >= 1, max_episode_steps >= 1 and seeds >= 0, got "
-                f"{envs_per_task}, {max_episode_steps}, {seed}, goal seed {goal_seed}"
-            )
-        if mode not in ("async", "sync"):
-            raise EnvError(f"mode must be 'async' or 'sync', got {mode!r}")
-        if num_workers is not None and num_workers < 1:
-            raise EnvError(f"num_workers must be >= 1, got {num_workers}")
+        _check_arguments(names, envs_per_task, seed, num_workers, mode, max_episode_steps,
+                         goal_seed)
         self.task_names = names
         self.num_tasks = len(names)
         self.envs_per_task = envs_per_task
@@ -427,56 +435,83 @@ class MetaWorldVectorEnv:
         shared_pool = None
         if mode == "async" and share_workers_with is not None:
             shared_pool = share_workers_with.worker_pool
-        if mode == "sync":
+        ranges = self._worker_ranges(num_workers, shared_pool)
+        specs = self._block_specs(ranges)
+        self._pool: WorkerGroup | InlinePool = self._start_blocks(specs, ranges, shared_pool,
+                                                                  timeout_s)
+        self.task_goals: list[list[Task]] = self._send_goals(
+            specs, seed if goal_seed is None else goal_seed)
+        self.num_goals = len(self.task_goals[0])
+        self._buf = self._pool.arrays
+        self._needs_reset = True
+        self._stepping = False
+
+    # ------------------------------------------------------------ construction
+    def _worker_ranges(self, num_workers: int | None, shared_pool: WorkerPool | None
+                       ) -> list[tuple[int, int]]:
+        """Set :attr:`num_workers` and split the envs into one contiguous block per worker
+        (one block in sync mode; a shared pool's size wins over ``num_workers``)."""
+        if self.mode == "sync":
             self.num_workers = 0
-            ranges = [(0, self.num_envs)]
-        else:
-            pool_size = shared_pool.num_workers if shared_pool is not None else (
-                num_workers or default_num_workers(self.num_envs))
-            self.num_workers = min(pool_size, self.num_envs)
-            ranges = split_range(self.num_envs, self.num_workers)
-        seeds = [np.random.SeedSequence(seed, spawn_key=(i,)).spawn(2) for i in range(self.num_envs)]
-        specs = [
+            return [(0, self.num_envs)]
+        pool_size = shared_pool.num_workers if shared_pool is not None else (
+            num_workers or default_num_workers(self.num_envs))
+        self.num_workers = min(pool_size, self.num_envs)
+        return split_range(self.num_envs, self.num_workers)
+
+    def _block_specs(self, ranges: Sequence[tuple[int, int]]) -> list[BlockSpec]:
+        """What each block's worker builds: env ``i``'s task, env seed and goal RNG seed, all
+        derived from ``seed`` and ``i`` alone (so results do not depend on the blocks)."""
+        e = self.envs_per_task
+        seeds = [np.random.SeedSequence(self.seed, spawn_key=(i,)).spawn(2)
+                 for i in range(self.num_envs)]
+        return [
             BlockSpec(
                 lo=lo,
                 hi=hi,
-                task_names=tuple(names[i // envs_per_task] for i in range(lo, hi)),
+                task_names=tuple(self.task_names[i // e] for i in range(lo, hi)),
                 env_seeds=tuple(int(seeds[i][0].generate_state(1)[0]) for i in range(lo, hi)),
                 goal_seeds=tuple(seeds[i][1] for i in range(lo, hi)),
-                max_episode_steps=max_episode_steps,
+                max_episode_steps=self.max_episode_steps,
             )
             for lo, hi in ranges
         ]
+
+    def _start_blocks(self, specs: Sequence[BlockSpec], ranges: Sequence[tuple[int, int]],
+                      shared_pool: WorkerPool | None, timeout_s: float
+                      ) -> WorkerGroup | InlinePool:
+        """Build the blocks: in this process (sync), or as a group in new worker processes or
+        in ``shared_pool``'s (async; returns while the workers are still building envs)."""
         factories = [functools.partial(MetaWorldBlock, spec) for spec in specs]
         layout = _layout(self.num_envs)
-        self._pool: WorkerGroup | InlinePool
-        if mode == "sync":
-            self._pool = InlinePool(factories, ranges, layout)
-        else:  # workers build their envs while this process generates the goals
-            pool = shared_pool or WorkerPool(self.num_workers, timeout_s=timeout_s)
-            try:
-                self._pool = pool.add_group(factories, ranges, layout)
-            except BaseException:
-                if shared_pool is None:
-                    pool.close()
-                raise
-            self._pool.owns_pool = shared_pool is None
+        if self.mode == "sync":
+            return InlinePool(factories, ranges, layout)
+        pool = shared_pool or WorkerPool(self.num_workers, timeout_s=timeout_s)
         try:
-            self.task_goals: list[list[Task]] = make_goal_tasks(
-                names, seed if goal_seed is None else goal_seed)
+            group = pool.add_group(factories, ranges, layout)
+        except BaseException:
+            if shared_pool is None:
+                pool.close()
+            raise
+        group.owns_pool = shared_pool is None
+        return group
+
+    def _send_goals(self, specs: Sequence[BlockSpec], goal_seed: int) -> list[list[Task]]:
+        """Generate the goal sets (while async workers build their envs), wait for the blocks
+        and give each its tasks' goals; returns the goals. Closes the blocks on failure."""
+        try:
+            task_goals = make_goal_tasks(self.task_names, goal_seed)
             self._pool.wait()
-            goals = dict(zip(names, self.task_goals))
+            goals = dict(zip(self.task_names, task_goals))
             self._pool.call(
                 "set_goals", [({name: goals[name] for name in set(s.task_names)},) for s in specs]
             )
         except BaseException:
             self._pool.close()
             raise
-        self.num_goals = len(self.task_goals[0])
-        self._buf = self._pool.arrays
-        self._needs_reset = True
-        self._stepping = False
+        return task_goals
 
+    # -------------------------------------------------------------- public API
     @property
     def worker_pids(self) -> list[int]:
         """Process ids of the worker processes (empty in sync mode)."""

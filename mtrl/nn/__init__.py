@@ -1,38 +1,38 @@
-"""Networks with the common interface ``forward(x, task_id)``; pick one by name."""
+"""Networks with the common interface ``forward(x, task_id)``; pick one by name.
+
+Each architecture is one module of this package that registers itself, with its options
+dataclass, by ``@register_network(name, options=...)`` (:mod:`mtrl.nn.registry`). The imports
+below load the built-in architectures once, in this order, then every other module of the
+package (sorted by name): that is the order of :data:`NETWORKS` (and of the ``agent.network``
+sections of a config). A new architecture is a new module here; nothing else needs an edit.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
-from mtrl.errors import MtrlError
 from mtrl.nn.base import TaskLinear, last_shared_weight_name, task_parameter_names
-from mtrl.nn.bronet import BroNet
-from mtrl.nn.care import CARE
-from mtrl.nn.cross_stitch import CrossStitch
 from mtrl.nn.ensemble import Ensemble, observe_task_losses, task_loss_mask
-from mtrl.nn.film import FiLM
 from mtrl.nn.grouped import GroupedNetwork
-from mtrl.nn.mlp import OneHotMLP
-from mtrl.nn.moore import MOORE
-from mtrl.nn.multihead import MultiHead
-from mtrl.nn.paco import PaCo
-from mtrl.nn.softmod import SoftModularization
+from mtrl.nn.registry import NETWORKS, NetworkConfig, register_network
+from mtrl.registry import import_submodules
 
-NETWORKS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": OneHotMLP,
-    "multihead": MultiHead,
-    "softmod": SoftModularization,
-    "care": CARE,
-    "film": FiLM,
-    "paco": PaCo,
-    "moore": MOORE,
-    "bronet": BroNet,
-    "cross_stitch": CrossStitch,
-}
+# the architectures (each registers itself on import; this order is the registry's)
+from mtrl.nn.mlp import OneHotMLP
+from mtrl.nn.multihead import MultiHead, MultiHeadOptions
+from mtrl.nn.softmod import SoftModOptions, SoftModularization
+from mtrl.nn.care import CARE, CareOptions
+from mtrl.nn.film import FiLM, FiLMOptions
+from mtrl.nn.paco import PaCo, PaCoOptions
+from mtrl.nn.moore import MOORE, MooreOptions
+from mtrl.nn.bronet import BroNet, BroNetOptions
+from mtrl.nn.cross_stitch import CrossStitch, CrossStitchOptions
+
+import_submodules(__name__, __path__)  # any other architecture module (a new file) registers too
 
 
 def explicit_spec(spec: Any) -> dict[str, Any]:
@@ -67,12 +67,7 @@ def build_network(spec: Any, in_dim: int, out_dim: int, num_tasks: int) -> nn.Mo
         return GroupedNetwork(lambda n: build_network(base, in_dim, out_dim, n), spec["groups"],
                               num_tasks)
     kind = spec["type"]
-    try:
-        cls = NETWORKS[kind]
-    except KeyError:
-        raise MtrlError(
-            f"unknown network type '{kind}' (choose from {', '.join(NETWORKS)})"
-        ) from None
+    cls = NETWORKS.lookup(kind)  # a one-line error listing the registered types
     return cls(
         in_dim,
         out_dim,
@@ -85,19 +80,29 @@ def build_network(spec: Any, in_dim: int, out_dim: int, num_tasks: int) -> nn.Mo
 
 __all__ = [
     "BroNet",
+    "BroNetOptions",
     "CARE",
+    "CareOptions",
     "CrossStitch",
+    "CrossStitchOptions",
     "MOORE",
+    "MooreOptions",
     "NETWORKS",
+    "NetworkConfig",
     "Ensemble",
     "FiLM",
+    "FiLMOptions",
     "GroupedNetwork",
     "MultiHead",
+    "MultiHeadOptions",
     "OneHotMLP",
     "PaCo",
+    "PaCoOptions",
+    "SoftModOptions",
     "SoftModularization",
     "TaskLinear",
     "build_network",
+    "register_network",
     "explicit_spec",
     "observe_task_losses",
     "task_loss_mask",

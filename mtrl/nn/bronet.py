@@ -14,12 +14,15 @@ appends a learned task embedding to the input (``agent.task_encoding=embedding``
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from mtrl.errors import MtrlError
 from mtrl.nn.base import make_activation, one_hot
+from mtrl.nn.registry import register_network
 
 
 def _dense(in_dim: int, out_dim: int) -> nn.Linear:
@@ -42,6 +45,21 @@ class BroBlock(nn.Module):
         return x + self.norm2(self.dense2(self.act(self.norm1(self.dense1(x)))))
 
 
+@dataclass
+class BroNetOptions:
+    """BroNet (Nauman et al. 2024/2025): residual blocks with LayerNorm; ``hidden_sizes`` unused."""
+
+    width: int = 256  # hidden width (BRC: critic 4096, actor 256)
+    num_blocks: int = 1  # residual blocks (BRC: critic 2, actor 1)
+    task_input: bool = True  # one-hot task id in the input; False with agent.task_encoding=embedding
+
+    def validate(self, key: str) -> None:
+        """One-line error naming ``key`` (the section, e.g. ``agent.network.bronet``)."""
+        if self.width <= 0 or self.num_blocks < 0:
+            raise MtrlError(f"{key}: width must be positive and num_blocks >= 0")
+
+
+@register_network("bronet", options=BroNetOptions)
 class BroNet(nn.Module):
     """BroNet on ``[x, one_hot(task_id)]`` (or on ``x`` alone with ``task_input=False``).
 

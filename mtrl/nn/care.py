@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -43,6 +44,7 @@ from torch import Tensor, nn
 from mtrl.errors import MtrlError
 from mtrl.nn.base import last_linear, make_activation, mlp_layers
 from mtrl.nn.layers import BatchedLinear, TaskEmbedding
+from mtrl.nn.registry import register_network
 
 EMBEDDINGS_FILE = Path(__file__).resolve().parents[1] / "data" / "task_embeddings.json"
 CONTEXTS = ("language", "learned")
@@ -118,6 +120,22 @@ def _task_names(tasks: str, num_tasks: int) -> list[str]:
     return names
 
 
+@dataclass
+class CareOptions:
+    """CARE (Sodhani et al. 2021): experts mixed by attention on a task context."""
+
+    num_experts: int = 4  # k encoders (4 MT10, 6 MT50)
+    encoder_hidden: list[int] = field(default_factory=lambda: [50])
+    encoder_dim: int = 50
+    context: str = "language"  # language (shipped description embeddings) | learned
+    tasks: str = "${env.tasks}"  # the tasks whose descriptions give the context (in order)
+    context_dim: int = 50
+    context_hidden: list[int] = field(default_factory=lambda: [50, 50])
+    attention_hidden: list[int] = field(default_factory=lambda: [50, 50])
+    temperature: float = 1.0
+
+
+@register_network("care", options=CareOptions)
 class CARE(nn.Module):
     """Mixture of ``k`` state encoders mixed by attention on a task context.
 

@@ -38,6 +38,7 @@ identity ``alpha`` the columns are independent networks). The last shared weight
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -46,6 +47,7 @@ from torch import Tensor, nn
 from mtrl.errors import MtrlError
 from mtrl.nn.base import TaskLinear, make_activation
 from mtrl.nn.layers import BatchedLinear
+from mtrl.nn.registry import register_network
 
 
 def stitch_init(num_tasks: int, alpha_same: float = 0.9) -> Tensor:
@@ -57,6 +59,15 @@ def stitch_init(num_tasks: int, alpha_same: float = 0.9) -> Tensor:
     return alpha_same * eye + (1.0 - alpha_same) / (num_tasks - 1) * (1.0 - eye)
 
 
+@dataclass
+class CrossStitchOptions:
+    """Cross-stitch networks (Misra et al. 2016): one column per task, T x T mixing units."""
+
+    alpha_same: float = 0.9  # initial diagonal of each unit (rows sum to 1; paper: 0.9)
+    alpha_lr_scale: float = 1.0  # step-size multiplier of the units (the paper raised it)
+
+
+@register_network("cross_stitch", options=CrossStitchOptions)
 class CrossStitch(nn.Module):
     """One MLP column per task, mixed after every hidden layer by learned ``T x T`` units.
 

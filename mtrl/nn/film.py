@@ -16,6 +16,7 @@ implement the paper's feature-wise version.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from torch import Tensor, nn
@@ -23,8 +24,18 @@ from torch import Tensor, nn
 from mtrl.errors import MtrlError
 from mtrl.nn.base import make_activation, mlp_layers
 from mtrl.nn.layers import TaskEmbedding
+from mtrl.nn.registry import register_network
 
 
+@dataclass
+class FiLMOptions:
+    """FiLM (Perez et al. 2018) of every hidden layer by a task-conditioned generator."""
+
+    embedding_dim: int = 50
+    generator_hidden: list[int] = field(default_factory=lambda: [50])
+
+
+@register_network("film", options=FiLMOptions)
 class FiLM(nn.Module):
     """MLP whose hidden layers are FiLM-ed by a task-conditioned generator.
 

@@ -8,8 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from mtrl.nn.base import mlp_layers, one_hot
+from mtrl.nn.registry import register_network
 
 
+@register_network("mlp")
 class OneHotMLP(nn.Module):
     """``MLP([x, one_hot(task_id)])`` with a shared output layer (Meta-World's MT-SAC)."""
 

@@ -23,6 +23,7 @@ Per-task parameters: the task weights and the heads. Presets: 4 experts (MT10), 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from mtrl.errors import MtrlError
 from mtrl.nn.base import TaskLinear, make_activation
 from mtrl.nn.layers import BatchedLinear, TaskEmbedding
+from mtrl.nn.registry import register_network
 
 JITTER = 1e-6
 
@@ -47,6 +49,14 @@ def orthonormalize(u: Tensor) -> Tensor:
     return torch.linalg.solve_triangular(chol, u, upper=False)
 
 
+@dataclass
+class MooreOptions:
+    """MOORE (Hendawy et al. 2024): Gram-Schmidt-orthogonalised experts, multi-head."""
+
+    num_experts: int = 4  # k (paper: 4 MT10, 6 MT50)
+
+
+@register_network("moore", options=MooreOptions)
 class MOORE(nn.Module):
     """Orthogonalised mixture of ``k`` expert encoders with per-task weights and heads.
 

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from mtrl.nn.base import TaskLinear, last_linear, mlp_layers, one_hot
+from mtrl.nn.registry import register_network
 
 
+@dataclass
+class MultiHeadOptions:
+    """Multi-head network (MT-MH-SAC, Meta-World / Meta-World+ baselines)."""
+
+    task_input: bool = True  # trunk sees obs + one-hot task id (the references); False: obs only
+
+
+@register_network("multihead", options=MultiHeadOptions)
 class MultiHead(nn.Module):
     """Shared MLP trunk; a per-task linear head (batched weights).
 

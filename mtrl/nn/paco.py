@@ -31,6 +31,7 @@ temperature losses).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 from mtrl.errors import MtrlError
 from mtrl.nn.base import make_activation
 from mtrl.nn.layers import BatchedLinear, TaskEmbedding
+from mtrl.nn.registry import register_network
 
 RESET_METHODS = ("interpolate", "copy")
 
@@ -62,6 +64,16 @@ def reset_weights(w: Tensor, exploded: Tensor, method: str = "interpolate") -> T
     return torch.where(replace, mix @ w, w)
 
 
+@dataclass
+class PaCoOptions:
+    """PaCo (Sun et al. 2022): K parameter sets composed per task."""
+
+    num_param_sets: int = 5  # K
+    reset_threshold: float = 3000.0  # task loss that masks the task and resets its w (<=0: off)
+    reset_method: str = "interpolate"  # interpolate | copy
+
+
+@register_network("paco", options=PaCoOptions)
 class PaCo(nn.Module):
     """An MLP whose layers are task-specific compositions of ``K`` shared parameter sets.
 

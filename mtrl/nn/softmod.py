@@ -27,6 +27,7 @@ embedding table only. As in the authors' MT10/MT50 configs there is no batch nor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -36,8 +37,21 @@ from torch import Tensor, nn
 from mtrl.errors import MtrlError
 from mtrl.nn.base import make_activation, mlp_layers
 from mtrl.nn.layers import BatchedLinear, TaskEmbedding
+from mtrl.nn.registry import register_network
 
 
+@dataclass
+class SoftModOptions:
+    """Soft modularization (Yang et al. 2020); ``hidden_sizes`` is the observation embedding."""
+
+    num_layers: int = 2  # module layers L (paper: 2 MT10, 4 MT50)
+    num_modules: int = 2  # modules per layer m (paper: 2 MT10, 4 MT50)
+    module_hidden: int = 256  # module width d (paper: 256 MT10, 128 MT50)
+    routing_hidden: int = 256  # routing network width
+    routing_layers: int = 2  # routing layers on the obs * task embedding product
+
+
+@register_network("softmod", options=SoftModOptions)
 class SoftModularization(nn.Module):
     """Soft modularization network.
 

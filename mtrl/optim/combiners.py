@@ -9,12 +9,23 @@ they keep (weights, statistics) is checkpointed with the agent. Pick one by name
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Optional
 
 from torch import Tensor, nn
 
-from mtrl.errors import MtrlError
 from mtrl.optim.task_loss import TaskLoss
+from mtrl.registry import Registry
+
+COMBINERS: Registry[Callable[..., "GradientCombiner"]] = Registry("gradient combiner")
+"""Name -> combiner class ``cls(num_tasks, seed=, **options)``, in registration order: ``mean``
+here, then each module of :mod:`mtrl.optim` registers its own (``@register_combiner``)."""
+
+
+def register_combiner(name: str, options: Optional[type] = None) -> Callable[[Any], Any]:
+    """Class decorator: register a gradient combiner under ``name`` with its options dataclass
+    (the config section ``agent.combiners.<name>``, given to the constructor as keyword
+    arguments; ``None``: no options)."""
+    return COMBINERS.register(name, options)
 
 
 class GradientCombiner(nn.Module, abc.ABC):
@@ -51,6 +62,7 @@ class GradientCombiner(nn.Module, abc.ABC):
         return {}
 
 
+@register_combiner("mean")
 class MeanCombiner(GradientCombiner):
     """The plain weighted average of the task losses (``loss.weights``, default ``1/T``)."""
 
@@ -60,19 +72,6 @@ class MeanCombiner(GradientCombiner):
         return values.detach()
 
 
-COMBINERS: dict[str, Callable[..., GradientCombiner]] = {
-    "mean": MeanCombiner,
-}
-"""Name -> combiner class; ``mtrl.optim`` registers pcgrad, cagrad, gradnorm, uncertainty, famo
-and fixed (their modules import this one)."""
-
-
 def build_combiner(name: str, num_tasks: int, **options: Any) -> GradientCombiner:
     """The combiner registered under ``name``."""
-    try:
-        cls = COMBINERS[name]
-    except KeyError:
-        raise MtrlError(
-            f"unknown gradient combiner '{name}' (choose from {', '.join(COMBINERS)})"
-        ) from None
-    return cls(num_tasks, **options)
+    return COMBINERS.lookup(name)(num_tasks, **options)

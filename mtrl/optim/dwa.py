@@ -22,13 +22,14 @@ counters are extra state, so ``state_dict`` holds all of it; everything stays on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from mtrl.errors import MtrlError
-from mtrl.optim.combiners import GradientCombiner
+from mtrl.optim.combiners import GradientCombiner, register_combiner
 from mtrl.optim.task_loss import TaskLoss
 
 _TINY = 1e-20
@@ -41,6 +42,15 @@ def dwa_weights(previous: Tensor, earlier: Tensor, temperature: float = 2.0) -> 
     return previous.shape[-1] * torch.softmax(ratio / temperature, -1)
 
 
+@dataclass
+class DWAOptions:
+    """DWA, dynamic weight averaging (Liu et al. 2019); positive losses."""
+
+    window: int = 5000  # updates per loss-averaging window (the paper's epoch)
+    temperature: float = 2.0  # softmax temperature of the loss ratios (paper: 2)
+
+
+@register_combiner("dwa", options=DWAOptions)
 class DWA(GradientCombiner):
     """Dynamic weight averaging (Liu et al. 2019) over windows of ``window`` updates.
 

@@ -46,10 +46,13 @@ Gradient normalisation before the solve, as in the authors' code (``gradient_nor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from mtrl.errors import MtrlError
+from mtrl.optim.combiners import register_combiner
 from mtrl.optim.surgery import TaskGradientCombiner
 from mtrl.optim.task_loss import TaskLoss
 
@@ -105,6 +108,17 @@ def min_norm_weights(gram: Tensor, iterations: int = 50, active: Tensor | None =
     return torch.where(active.any(), alpha, uniform)
 
 
+@dataclass
+class MGDAOptions:
+    """MGDA-UB (Sener & Koltun 2018): min-norm point of the task gradients (Frank-Wolfe)."""
+
+    gradients: str = "representation"  # representation (MGDA-UB) | parameters (full MGDA)
+    normalization: str = "none"  # none | l2 | loss | loss+ (loss*: positive losses)
+    iterations: int = 50  # Frank-Wolfe iterations per update (>= T - 2: exact when diagonal)
+    layer: str = ""  # the last shared layer's weight name; empty = the architecture's
+
+
+@register_combiner("mgda", options=MGDAOptions)
 class MGDA(TaskGradientCombiner):
     """MGDA-UB (Sener & Koltun 2018): the task losses weighted by the min-norm point of the
     convex hull of their gradients w.r.t. the shared representation (module docstring).

@@ -11,13 +11,14 @@ heads) receive their own task's gradient unchanged (weighted like ``mean``: ``we
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from mtrl.errors import MtrlError
-from mtrl.optim.combiners import GradientCombiner
+from mtrl.optim.combiners import GradientCombiner, register_combiner
 from mtrl.optim.gradient_methods import (
     cagrad_coefficients,
     cagrad_weights,
@@ -71,6 +72,14 @@ class TaskGradientCombiner(GradientCombiner):
         return losses
 
 
+@dataclass
+class PCGradOptions:
+    """PCGrad (Yu et al. 2020)."""
+
+    reduction: str = "mean"  # mean | sum (the paper's scale) of the projected gradients
+
+
+@register_combiner("pcgrad", options=PCGradOptions)
 class PCGrad(TaskGradientCombiner):
     """PCGrad (Yu et al. 2020): project each task gradient off the others it conflicts with.
 
@@ -121,6 +130,16 @@ class PCGrad(TaskGradientCombiner):
         self._pending = None if state.get("device") is None else (state["device"], state["state"])
 
 
+@dataclass
+class CAGradOptions:
+    """CAGrad (Liu et al. 2021)."""
+
+    c: float = 0.5  # conflict-aversion radius (0 = mean)
+    rescale: bool = True  # divide the update by 1 + c^2, as the authors' code does
+    iterations: int = 20  # inner simplex solver iterations per update (warm-started)
+
+
+@register_combiner("cagrad", options=CAGradOptions)
 class CAGrad(TaskGradientCombiner):
     """CAGrad (Liu et al. 2021): the update within ``c |g_0|`` of the mean gradient ``g_0``
     that maximises the least task improvement.

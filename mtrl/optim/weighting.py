@@ -1,4 +1,4 @@
-"""Loss weighting: fixed weights, uncertainty weighting, GradNorm, FAMO.
+"""Loss weighting: GradNorm, uncertainty weighting, FAMO, fixed weights.
 
 These combiners scale each task's loss; ``mean`` is the special case of equal weights. All
 weights multiply ``T * loss.weights`` (1 unless the agent weights tasks itself) and are scaled
@@ -19,13 +19,14 @@ them on Meta-World.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from mtrl.errors import MtrlError
-from mtrl.optim.combiners import GradientCombiner
+from mtrl.optim.combiners import GradientCombiner, register_combiner
 from mtrl.optim.gradient_methods import (
     famo_coefficients,
     famo_logit_grad,
@@ -68,57 +69,16 @@ def _check_lr(name: str, lr: float) -> None:
         raise MtrlError(f"{name}: lr must be positive, got {lr}")
 
 
-class FixedWeights(GradientCombiner):
-    """Fixed per-task loss weights (normalised to sum to one), e.g. to down-weight easy tasks.
+@dataclass
+class GradNormOptions:
+    """GradNorm (Chen et al. 2018) on the last shared layer."""
 
-    Args:
-        weights: ``T`` non-negative numbers.
-    """
-
-    def __init__(self, num_tasks: int, seed: int = 0, weights: Sequence[float] = ()) -> None:
-        super().__init__(num_tasks, seed)
-        values = [float(w) for w in weights]
-        if len(values) != num_tasks or min(values, default=-1.0) < 0 or sum(values) <= 0:
-            raise MtrlError(
-                f"fixed: weights must be {num_tasks} non-negative numbers with a positive sum "
-                f"(agent.combiners.fixed.weights), got {values}"
-            )
-        w = torch.tensor(values)
-        self.register_buffer("weights", w / w.sum(), persistent=False)
-
-    def backward(self, loss: TaskLoss) -> Tensor:
-        return _weighted_backward(loss, self.weights)
-
-    def metrics(self) -> dict[str, Tensor]:
-        return {"weights": self.weights}
+    alpha: float = 1.5  # asymmetry: strength of the pull toward equal training rates
+    lr: float = 1e-3  # Adam learning rate of the task weights
+    layer: str = ""  # parameter name of the shared layer; empty = the last shared weight
 
 
-class UncertaintyWeighting(_OwnOptimizer, GradientCombiner):
-    """Uncertainty weighting (Kendall et al. 2018) with learned log-variances ``s``.
-
-    Objective ``mean_t exp(-s_t) L_t + s_t`` (Kendall's regression form times two: same
-    optimum ``s_t = log L_t`` and same direction); the network follows ``exp(-s_t) / T``
-    weights, ``s`` its own Adam (learning rate ``lr``, as in the FAMO authors' Meta-World runs).
-    """
-
-    positive_losses = True
-
-    def __init__(self, num_tasks: int, seed: int = 0, lr: float = 0.025) -> None:
-        super().__init__(num_tasks, seed)
-        _check_lr("uncertainty", lr)
-        self.log_vars = nn.Parameter(torch.zeros(num_tasks))
-        self.optimizer = torch.optim.Adam([self.log_vars], lr=lr)
-
-    def backward(self, loss: TaskLoss) -> Tensor:
-        s = self.log_vars.detach().clone()
-        losses = _weighted_backward(loss, uncertainty_coefficients(s))
-        self._step(self.log_vars, uncertainty_log_var_grad(s, losses))
-        return losses
-
-    def metrics(self) -> dict[str, Tensor]:
-        return {"weights": torch.exp(-self.log_vars.detach())}
-
-
+@register_combiner("gradnorm", options=GradNormOptions)
 class GradNorm(_OwnOptimizer, TaskGradientCombiner):
     """GradNorm (Chen et al. 2018) on the last shared layer.
 
@@ -186,6 +146,50 @@ class GradNorm(_OwnOptimizer, TaskGradientCombiner):
         return {"weights": self.weights.detach()}
 
 
+@dataclass
+class UncertaintyOptions:
+    """Uncertainty weighting (Kendall et al. 2018)."""
+
+    lr: float = 0.025  # Adam learning rate of the log-variances
+
+
+@register_combiner("uncertainty", options=UncertaintyOptions)
+class UncertaintyWeighting(_OwnOptimizer, GradientCombiner):
+    """Uncertainty weighting (Kendall et al. 2018) with learned log-variances ``s``.
+
+    Objective ``mean_t exp(-s_t) L_t + s_t`` (Kendall's regression form times two: same
+    optimum ``s_t = log L_t`` and same direction); the network follows ``exp(-s_t) / T``
+    weights, ``s`` its own Adam (learning rate ``lr``, as in the FAMO authors' Meta-World runs).
+    """
+
+    positive_losses = True
+
+    def __init__(self, num_tasks: int, seed: int = 0, lr: float = 0.025) -> None:
+        super().__init__(num_tasks, seed)
+        _check_lr("uncertainty", lr)
+        self.log_vars = nn.Parameter(torch.zeros(num_tasks))
+        self.optimizer = torch.optim.Adam([self.log_vars], lr=lr)
+
+    def backward(self, loss: TaskLoss) -> Tensor:
+        s = self.log_vars.detach().clone()
+        losses = _weighted_backward(loss, uncertainty_coefficients(s))
+        self._step(self.log_vars, uncertainty_log_var_grad(s, losses))
+        return losses
+
+    def metrics(self) -> dict[str, Tensor]:
+        return {"weights": torch.exp(-self.log_vars.detach())}
+
+
+@dataclass
+class FAMOOptions:
+    """FAMO (Liu et al. 2023)."""
+
+    lr: float = 0.025  # Adam learning rate of the task logits
+    gamma: float = 0.01  # weight decay of the logits
+    min_loss: float = 0.0  # lower bound of every task loss
+
+
+@register_combiner("famo", options=FAMOOptions)
 class FAMO(_OwnOptimizer, GradientCombiner):
     """FAMO (Liu et al. 2023): fast adaptive multitask optimization, O(1) per step.
 
@@ -229,3 +233,36 @@ class FAMO(_OwnOptimizer, GradientCombiner):
 
     def metrics(self) -> dict[str, Tensor]:
         return {"weights": torch.softmax(self.logits.detach(), -1) * self.num_tasks}
+
+
+@dataclass
+class FixedWeightsOptions:
+    """Fixed task weights (normalised to sum to one)."""
+
+    weights: list[float] = field(default_factory=list)  # one per task
+
+
+@register_combiner("fixed", options=FixedWeightsOptions)
+class FixedWeights(GradientCombiner):
+    """Fixed per-task loss weights (normalised to sum to one), e.g. to down-weight easy tasks.
+
+    Args:
+        weights: ``T`` non-negative numbers.
+    """
+
+    def __init__(self, num_tasks: int, seed: int = 0, weights: Sequence[float] = ()) -> None:
+        super().__init__(num_tasks, seed)
+        values = [float(w) for w in weights]
+        if len(values) != num_tasks or min(values, default=-1.0) < 0 or sum(values) <= 0:
+            raise MtrlError(
+                f"fixed: weights must be {num_tasks} non-negative numbers with a positive sum "
+                f"(agent.combiners.fixed.weights), got {values}"
+            )
+        w = torch.tensor(values)
+        self.register_buffer("weights", w / w.sum(), persistent=False)
+
+    def backward(self, loss: TaskLoss) -> Tensor:
+        return _weighted_backward(loss, self.weights)
+
+    def metrics(self) -> dict[str, Tensor]:
+        return {"weights": self.weights}

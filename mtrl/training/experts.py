@@ -302,20 +302,49 @@ def train_expert(config: ExpertConfig, run_dir: str | Path) -> EvalResult:
     episodes, deterministic actions), saves ``expert.zip`` every ``train.checkpoint_every``
     steps and at the end; writes ``expert.json``, ``final_eval.json``, ``metrics.jsonl`` and
     TensorBoard events (SB3's own under ``sb3/``).
-    """
-    SAC = require("stable_baselines3", "sb3", "mtrl expert").SAC
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.logger import configure
 
+    The steps: :func:`_start_expert_run` (run dir), :func:`_expert_envs`, :func:`_make_sac`,
+    :func:`_learn_expert` (SB3's ``learn`` with :func:`_expert_callback`), the final
+    :class:`_ExpertEvaluation` and :func:`_write_expert_result`.
+    """
+    require("stable_baselines3", "sb3", "mtrl expert")  # before anything is written
     run_dir = Path(run_dir)
+    spec, task_index, device = _start_expert_run(config, run_dir)
+    gym_env, eval_env = _expert_envs(config, spec, task_index)
+    logger = MetricsLogger(run_dir, [config.task], config.log.tensorboard)
+    try:
+        model = _make_sac(config, gym_env, device, run_dir)
+        evaluation = _ExpertEvaluation(SB3Expert(model, str(run_dir / EXPERT_FILE)), eval_env,
+                                       task_index, config.train.eval_episodes, logger, device)
+        _learn_expert(model, config, run_dir, evaluation, logger)
+        _atomic_model_save(model, run_dir / EXPERT_FILE)
+        final = evaluation(config.train.steps_per_task)
+        _write_expert_result(config, spec, run_dir, final)
+        return final
+    finally:
+        gym_env.close()
+        eval_env.close()
+        logger.close()
+
+
+def _start_expert_run(config: ExpertConfig, run_dir: Path
+                      ) -> tuple[str, int, torch.device]:
+    """Check the config and that ``run_dir`` holds no expert yet, then write its config;
+    returns the env task spec, the task's index in it (:func:`expert_tasks`) and the device."""
     if (run_dir / EXPERT_FILE).exists():
         raise MtrlError(f"{run_dir} already holds an expert (choose another --run-dir)")
     spec, task_index = expert_tasks(config)
     device = resolve_device(config.train.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(to_yaml(config))
-    env_cfg, train_cfg = config.env, config.train
+    return spec, task_index, device
 
+
+def _expert_envs(config: ExpertConfig, spec: str, task_index: int
+                 ) -> tuple[TaskGymEnv, MultiTaskVectorEnv]:
+    """The training env (one env per task, the expert's task seen through
+    :class:`TaskGymEnv`) and the evaluation envs, stepped in the training env's workers."""
+    env_cfg, train_cfg = config.env, config.train
     train_env = make_vector_env(spec, 1, train_cfg.seed, env_cfg.num_workers, env_cfg.mode,
                                 env_cfg.max_episode_steps, backend=env_cfg.backend)
     gym_env = TaskGymEnv(train_env, task_index)
@@ -323,66 +352,95 @@ def train_expert(config: ExpertConfig, run_dir: str | Path) -> EvalResult:
                                train_cfg.seed + EVAL_SEED_OFFSET, env_cfg.num_workers,
                                env_cfg.mode, env_cfg.max_episode_steps,
                                goal_seed=train_cfg.seed, share_workers_with=train_env)
-    logger = MetricsLogger(run_dir, [config.task], config.log.tensorboard)
+    return gym_env, eval_env
+
+
+def _make_sac(config: ExpertConfig, gym_env: TaskGymEnv, device: torch.device,
+              run_dir: Path) -> Any:
+    """SB3's SAC with the expert config's options, logging to ``run_dir/sb3``."""
+    SAC = require("stable_baselines3", "sb3", "mtrl expert").SAC
+    from stable_baselines3.common.logger import configure
+
+    train_cfg = config.train
+    model = SAC(
+        "MlpPolicy", gym_env, learning_rate=config.sac.learning_rate,
+        buffer_size=config.replay.capacity_per_task,
+        learning_starts=train_cfg.warmup_steps_per_task,
+        batch_size=config.replay.batch_per_task, tau=config.sac.tau,
+        gamma=config.sac.gamma, train_freq=1, gradient_steps=train_cfg.updates_per_step,
+        ent_coef=config.sac.ent_coef, policy_kwargs={"net_arch": list(config.sac.net_arch)},
+        seed=train_cfg.seed, device=device, verbose=0,
+    )
+    model.set_logger(configure(str(run_dir / "sb3"),
+                               ["tensorboard"] if config.log.tensorboard else []))
+    return model
+
+
+class _ExpertEvaluation:
+    """The official protocol for the expert's task; logs ``eval/success_rate``."""
+
+    def __init__(self, expert: Expert, eval_env: MultiTaskVectorEnv, task_index: int,
+                 episodes: int, logger: MetricsLogger, device: torch.device) -> None:
+        self.expert, self.env, self.task_index = expert, eval_env, task_index
+        self.episodes, self.logger, self.device = episodes, logger, device
+
+    def __call__(self, step: int) -> EvalResult:
+        experts = TaskExperts([self.expert] * self.env.num_tasks, self.device)
+        result = evaluate_policy_on_task(experts.act, self.env, self.task_index,
+                                         self.episodes, step)
+        self.logger.log(step, {"eval/success_rate": result.success_rate}, step)
+        return result
+
+
+def _learn_expert(model: Any, config: ExpertConfig, run_dir: Path,
+                  evaluation: _ExpertEvaluation, logger: MetricsLogger) -> None:
+    """SB3's ``learn`` for ``train.steps_per_task`` steps with :func:`_expert_callback`."""
+    progress = _expert_callback(config, run_dir, evaluation, logger)
     try:
-        model = SAC(
-            "MlpPolicy", gym_env, learning_rate=config.sac.learning_rate,
-            buffer_size=config.replay.capacity_per_task,
-            learning_starts=train_cfg.warmup_steps_per_task,
-            batch_size=config.replay.batch_per_task, tau=config.sac.tau,
-            gamma=config.sac.gamma, train_freq=1, gradient_steps=train_cfg.updates_per_step,
-            ent_coef=config.sac.ent_coef, policy_kwargs={"net_arch": list(config.sac.net_arch)},
-            seed=train_cfg.seed, device=device, verbose=0,
-        )
-        model.set_logger(configure(str(run_dir / "sb3"),
-                                   ["tensorboard"] if config.log.tensorboard else []))
-        expert = SB3Expert(model, str(run_dir / EXPERT_FILE))
-
-        def run_eval(step: int) -> EvalResult:
-            experts = TaskExperts([expert] * eval_env.num_tasks, device)
-            result = evaluate_policy_on_task(experts.act, eval_env, task_index,
-                                             train_cfg.eval_episodes, step)
-            logger.log(step, {"eval/success_rate": result.success_rate}, step)
-            return result
-
-        class Progress(BaseCallback):
-            """Progress bar, episode success, periodic evaluation and saving."""
-
-            def __init__(self) -> None:
-                super().__init__()
-                self.bar = progress_bar(train_cfg.steps_per_task, 0, config.log.progress)
-                self.successes: list[float] = []
-
-            def _on_step(self) -> bool:
-                step = self.num_timesteps
-                self.bar.update(1)
-                info = self.locals["infos"][0]
-                if "is_success" in info:
-                    self.successes.append(float(info["is_success"]))
-                if step % config.log.every == 0 and self.successes:
-                    logger.log(step, {"train/success": float(np.mean(self.successes))}, step)
-                    self.successes = []
-                if step % train_cfg.eval_every == 0 and step < train_cfg.steps_per_task:
-                    result = run_eval(step)
-                    self.bar.write(f"eval @ {step} steps: success {result.success_rate:.3f}")
-                if step % train_cfg.checkpoint_every == 0:
-                    _atomic_model_save(self.model, run_dir / EXPERT_FILE)
-                return True
-
-        progress = Progress()
-        try:
-            model.learn(train_cfg.steps_per_task, callback=progress)
-        finally:
-            progress.bar.close()
-        _atomic_model_save(model, run_dir / EXPERT_FILE)
-        final = run_eval(train_cfg.steps_per_task)
-        final.write(run_dir / FINAL_EVAL_FILE)
-        info = {"task": config.task, "env_tasks": spec, "success_rate": final.success_rate,
-                "episodes": final.episodes_per_task, "steps": train_cfg.steps_per_task,
-                "expert": EXPERT_FILE}
-        (run_dir / EXPERT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        return final
+        model.learn(config.train.steps_per_task, callback=progress)
     finally:
-        gym_env.close()
-        eval_env.close()
-        logger.close()
+        progress.bar.close()
+
+
+def _expert_callback(config: ExpertConfig, run_dir: Path, evaluation: _ExpertEvaluation,
+                     logger: MetricsLogger) -> Any:
+    """An SB3 callback: progress bar, episode success, periodic evaluation and saving."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    train_cfg = config.train
+
+    class Progress(BaseCallback):
+        """Progress bar, episode success, periodic evaluation and saving."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bar = progress_bar(train_cfg.steps_per_task, 0, config.log.progress)
+            self.successes: list[float] = []
+
+        def _on_step(self) -> bool:
+            step = self.num_timesteps
+            self.bar.update(1)
+            info = self.locals["infos"][0]
+            if "is_success" in info:
+                self.successes.append(float(info["is_success"]))
+            if step % config.log.every == 0 and self.successes:
+                logger.log(step, {"train/success": float(np.mean(self.successes))}, step)
+                self.successes = []
+            if step % train_cfg.eval_every == 0 and step < train_cfg.steps_per_task:
+                result = evaluation(step)
+                self.bar.write(f"eval @ {step} steps: success {result.success_rate:.3f}")
+            if step % train_cfg.checkpoint_every == 0:
+                _atomic_model_save(self.model, run_dir / EXPERT_FILE)
+            return True
+
+    return Progress()
+
+
+def _write_expert_result(config: ExpertConfig, spec: str, run_dir: Path,
+                         final: EvalResult) -> None:
+    """``final_eval.json`` and ``expert.json`` (task, success rate, episodes, steps)."""
+    final.write(run_dir / FINAL_EVAL_FILE)
+    info = {"task": config.task, "env_tasks": spec, "success_rate": final.success_rate,
+            "episodes": final.episodes_per_task, "steps": config.train.steps_per_task,
+            "expert": EXPERT_FILE}
+    (run_dir / EXPERT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")

@@ -14,7 +14,7 @@ import random
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -28,7 +28,7 @@ from mtrl.envs import MultiTaskVectorEnv, StepResult, make_vector_env
 from mtrl.errors import MtrlError
 from mtrl.serialization import atomic_save, load_file, restore_generator
 from mtrl.training.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
-from mtrl.training.hooks import TrainingHook, build_hooks, registered_hooks
+from mtrl.training.hooks import TrainingHook, build_hooks, crossed, registered_hooks
 from mtrl.training.logging import (MetricsLogger, flatten_metrics, interval_line, progress_bar,
                                    success_line)
 from mtrl.training.rundir import CHECKPOINT_FILE, CONFIG_FILE, FINAL_EVAL_FILE
@@ -177,6 +177,52 @@ class GracefulInterrupt:
         self._previous = {}
 
 
+@dataclass
+class RunState:
+    """What the steps of one training run share (and a checkpoint saves): the envs, learner,
+    replay, random streams, episode statistics and metric sums, the logger and hooks, the
+    vector step reached and the observation acted on next."""
+
+    env: MultiTaskVectorEnv
+    learner: Agent
+    replay: MultiTaskReplay
+    rng: np.random.Generator  # action stream (warm-up actions, subclasses' draws)
+    sampler: torch.Generator  # replay sampling stream
+    stats: EpisodeStats
+    sums: MetricSums
+    logger: MetricsLogger
+    per_step: int  # env steps per task in one vector step
+    total: int  # vector steps of the whole run
+    warmup: int  # vector steps of uniform random actions
+    vec_step: int = 0  # vector steps done
+    obs: np.ndarray | None = None  # the observation acted on next (None: reset first)
+    hooks: list[TrainingHook] = field(default_factory=list)
+    eval_env: MultiTaskVectorEnv | None = None  # built at the first evaluation
+
+    @property
+    def step(self) -> int:
+        """Env steps per task so far."""
+        return self.vec_step * self.per_step
+
+    def crossed(self, interval: int) -> bool:
+        """Whether the last vector step crossed a multiple of ``interval`` steps per task."""
+        return crossed(self.step, self.per_step, interval)
+
+
+class RateMeter:
+    """Env steps per second between log intervals."""
+
+    def __init__(self, vec_step: int) -> None:
+        self.time, self.vec_step = time.perf_counter(), vec_step
+
+    def rate(self, vec_step: int, num_envs: int) -> float:
+        """Env steps per second since the last call (or construction); restarts the clock."""
+        now = time.perf_counter()
+        rate = (vec_step - self.vec_step) * num_envs / max(now - self.time, 1e-9)
+        self.time, self.vec_step = now, vec_step
+        return rate
+
+
 class Trainer:
     """Runs (or resumes) one training run in ``run_dir``."""
 
@@ -217,123 +263,169 @@ class Trainer:
     # ------------------------------------------------------------------ run
     def run(self) -> Any:
         """Train to ``train.steps_per_task``, evaluate, write ``final_eval.json``; returns
-        :meth:`finish`'s result (the final :class:`EvalResult` here)."""
-        cfg = self.config
-        random.seed(cfg.train.seed)
-        env = make_train_env(cfg)
-        eval_env: MultiTaskVectorEnv | None = None
-        logger: MetricsLogger | None = None
+        :meth:`finish`'s result (the final :class:`EvalResult` here).
+
+        The steps: :meth:`_prepare` (learner, replay, run dir, random streams, a resume's
+        restore, logger), :meth:`_attach_hooks`, :meth:`_begin` (first observation, the
+        subclass's loop state), :meth:`_train` (the iterations, each :meth:`_iteration`),
+        :meth:`_conclude` (final evaluation, last checkpoint)."""
+        random.seed(self.config.train.seed)
+        env = make_train_env(self.config)
+        run: RunState | None = None
         try:
-            learner = self.build_learner(env)
-            replay = MultiTaskReplay(env.num_tasks, cfg.replay.capacity_per_task, env.obs_dim,
-                                     env.act_dim, self.device)
-            # the run dir is only written once the config has proved buildable
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / CONFIG_FILE).write_text(to_yaml(cfg))
-            rng = np.random.default_rng(cfg.train.seed)
-            sampler = torch.Generator(self.device)  # replay sampling stream, checkpointed
-            sampler.manual_seed(cfg.train.seed + 2)
-            vec_step = 0
-            stats = EpisodeStats.create(env.num_envs, env.num_tasks)
-            sums = MetricSums()
-            obs: np.ndarray | None = None  # the observation the loop acts on next
-            if self.checkpoint is not None:
-                vec_step, rng, obs = self._restore(self.checkpoint, learner, replay, env,
-                                                   sampler, stats, sums)
-            per_step = env.num_envs // env.num_tasks
-            resume_step = None if self.checkpoint is None else vec_step * per_step
-            logger = MetricsLogger(self.run_dir, env.task_names, cfg.log.tensorboard,
-                                   resume_step)
-            hooks = build_hooks(cfg, self.run_dir, env.task_names, resume_step)
-            if self.checkpoint is not None:
-                eval_env = self._restore_side_streams(self.checkpoint, env, hooks, replay)
-            total = math.ceil(cfg.train.steps_per_task / per_step)
-            if vec_step >= total and (self.run_dir / FINAL_EVAL_FILE).exists():
+            run = self._prepare(env)
+            self._attach_hooks(run)
+            if run.vec_step >= run.total and (self.run_dir / FINAL_EVAL_FILE).exists():
                 return self.saved_result()
-
-            def every(interval: int) -> bool:
-                return (vec_step * per_step) // interval != ((vec_step - 1) * per_step) // interval
-
-            def learn() -> None:
-                for _ in range(cfg.train.updates_per_step):
-                    sums.add(self.update(learner, replay, sampler))
-            warmup = math.ceil(cfg.train.warmup_steps_per_task / per_step)
-            if obs is None:  # a fresh run, or a checkpoint without the episodes in flight
-                obs = env.reset()
-            loop = {} if self.checkpoint is None else self.checkpoint["trainer"].get("loop", {})
-            if loop:  # a subclass's saved loop state replaces what start() would set up
-                self.load_loop_state(loop)
-            else:
-                self.start(env, rng, vec_step * per_step)
-
-            def save() -> None:
-                assert obs is not None
-                self._save(learner, replay, env, vec_step, rng, sampler, obs, stats, sums,
-                           eval_env, hooks)
-            bar = progress_bar(total * per_step, vec_step * per_step, cfg.log.progress)
-            clock, clock_step = time.perf_counter(), vec_step
-            stop = GracefulInterrupt()
-            consistent = True  # False mid-iteration: a checkpoint there could not resume exactly
-            try:
-                while vec_step < total:
-                    consistent = False
-                    learning = vec_step >= warmup
-                    actions = self.actions(learner, obs, env, rng, learning)
-                    result = step_and_learn(env, actions, learn if learning else None,
-                                            self.overlap)
-                    replay.add(obs, actions, result.reward, result.final_obs,
-                               result.terminated, env.task_id)
-                    finished = stats.record(result.reward, result.success, result.done,
-                                            env.task_id, env.num_tasks)
-                    if finished is not None:  # e.g. BRC's per-task reward statistics
-                        learner.observe_episodes(*finished)
-                    obs = result.obs
-                    vec_step += 1
-                    bar.update(per_step)
-                    step = vec_step * per_step
-                    self.after_step(result, rng, step)
-                    if every(cfg.log.every) or vec_step == total:
-                        now = time.perf_counter()
-                        rate = (vec_step - clock_step) * env.num_envs / max(now - clock, 1e-9)
-                        scalars = training_scalars(sums, stats, env.task_names, rate, len(replay))
-                        scalars.update(self.extra_scalars(step))
-                        logger.log(step, scalars, step * env.num_tasks)
-                        bar.write(interval_line(step, total * per_step, scalars,
-                                                env.task_names))
-                        clock, clock_step = now, vec_step
-                    if vec_step > warmup:
-                        for hook in hooks:
-                            hook.after_update_step(learner, replay, step, per_step, logger)
-                    if every(cfg.train.eval_every) and vec_step < total:
-                        eval_env = eval_env or make_eval_env(cfg, env)
-                        self._log_eval(evaluate_agent(learner, eval_env, cfg.train.eval_episodes,
-                                                      step), logger, bar, env.num_tasks)
-                    if every(cfg.train.checkpoint_every) and vec_step < total:
-                        save()
-                    consistent = True
-                    if stop.requested:
-                        raise KeyboardInterrupt
-            except KeyboardInterrupt:
-                if consistent:  # a second signal mid-iteration keeps the last checkpoint
-                    save()
-                bar.close()
-                raise
-            finally:
-                stop.restore()
-            bar.close()
-            eval_env = eval_env or make_eval_env(cfg, env)
-            final = evaluate_agent(learner, eval_env, cfg.train.eval_episodes, total * per_step)
-            self._log_eval(final, logger, None, env.num_tasks)
-            outcome = self.finish(final, eval_env, logger)
-            save()
-            final.write(self.run_dir / FINAL_EVAL_FILE)
-            return outcome
+            self._begin(run)
+            self._train(run)
+            return self._conclude(run)
         finally:
             env.close()
-            if eval_env is not None:
-                eval_env.close()
-            if logger is not None:
-                logger.close()
+            if run is not None:
+                if run.eval_env is not None:
+                    run.eval_env.close()
+                run.logger.close()
+
+    def _prepare(self, env: MultiTaskVectorEnv) -> RunState:
+        """Build the learner and the replay, write the run dir (only once the config has proved
+        buildable), seed the random streams, restore a checkpoint, open the logger."""
+        cfg = self.config
+        learner = self.build_learner(env)
+        replay = MultiTaskReplay(env.num_tasks, cfg.replay.capacity_per_task, env.obs_dim,
+                                 env.act_dim, self.device)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / CONFIG_FILE).write_text(to_yaml(cfg))
+        rng = np.random.default_rng(cfg.train.seed)
+        sampler = torch.Generator(self.device)  # replay sampling stream, checkpointed
+        sampler.manual_seed(cfg.train.seed + 2)
+        stats = EpisodeStats.create(env.num_envs, env.num_tasks)
+        sums = MetricSums()
+        vec_step, obs = 0, None
+        if self.checkpoint is not None:
+            vec_step, rng, obs = self._restore(self.checkpoint, learner, replay, env, sampler,
+                                               stats, sums)
+        per_step = env.num_envs // env.num_tasks
+        resume_step = None if self.checkpoint is None else vec_step * per_step
+        logger = MetricsLogger(self.run_dir, env.task_names, cfg.log.tensorboard, resume_step)
+        return RunState(env=env, learner=learner, replay=replay, rng=rng, sampler=sampler,
+                        stats=stats, sums=sums, logger=logger, per_step=per_step,
+                        total=math.ceil(cfg.train.steps_per_task / per_step),
+                        warmup=math.ceil(cfg.train.warmup_steps_per_task / per_step),
+                        vec_step=vec_step, obs=obs)
+
+    def _attach_hooks(self, run: RunState) -> None:
+        """Build the training hooks; on a resume, restore them and the evaluation envs."""
+        resume_step = None if self.checkpoint is None else run.step
+        run.hooks = build_hooks(self.config, self.run_dir, run.env.task_names, resume_step)
+        if self.checkpoint is not None:
+            run.eval_env = self._restore_side_streams(self.checkpoint, run.env, run.hooks,
+                                                      run.replay)
+
+    def _begin(self, run: RunState) -> None:
+        """The first observation (reset unless the checkpoint continues the episodes in flight)
+        and the subclass's loop state (restored, or set up by :meth:`start`)."""
+        if run.obs is None:  # a fresh run, or a checkpoint without the episodes in flight
+            run.obs = run.env.reset()
+        loop = {} if self.checkpoint is None else self.checkpoint["trainer"].get("loop", {})
+        if loop:  # a subclass's saved loop state replaces what start() would set up
+            self.load_loop_state(loop)
+        else:
+            self.start(run.env, run.rng, run.step)
+
+    def _train(self, run: RunState) -> None:
+        """Iterate to ``run.total`` vector steps. The first Ctrl-C / SIGTERM stops after the
+        iteration in progress and writes a checkpoint (:class:`GracefulInterrupt`)."""
+        bar = progress_bar(run.total * run.per_step, run.step, self.config.log.progress)
+        meter = RateMeter(run.vec_step)
+        stop = GracefulInterrupt()
+        consistent = True  # False mid-iteration: a checkpoint there could not resume exactly
+        try:
+            while run.vec_step < run.total:
+                consistent = False
+                self._iteration(run, bar, meter)
+                consistent = True
+                if stop.requested:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if consistent:  # a second signal mid-iteration keeps the last checkpoint
+                self._save_run(run)
+            bar.close()
+            raise
+        finally:
+            stop.restore()
+        bar.close()
+
+    def _iteration(self, run: RunState, bar: Any, meter: RateMeter) -> None:
+        """One vector step: collect (and learn), then what is due at this step: the log
+        interval, the hooks, an evaluation, a checkpoint."""
+        cfg = self.config
+        result = self._collect(run)
+        bar.update(run.per_step)
+        step = run.step
+        self.after_step(result, run.rng, step)
+        if run.crossed(cfg.log.every) or run.vec_step == run.total:
+            self._log_interval(run, bar, meter)
+        if run.vec_step > run.warmup:
+            for hook in run.hooks:
+                hook.after_update_step(run.learner, run.replay, step, run.per_step, run.logger)
+        if run.crossed(cfg.train.eval_every) and run.vec_step < run.total:
+            run.eval_env = run.eval_env or make_eval_env(cfg, run.env)
+            self._log_eval(evaluate_agent(run.learner, run.eval_env, cfg.train.eval_episodes,
+                                          step), run.logger, bar, run.env.num_tasks)
+        if run.crossed(cfg.train.checkpoint_every) and run.vec_step < run.total:
+            self._save_run(run)
+
+    def _collect(self, run: RunState) -> StepResult:
+        """Act, step the envs (with the updates once warm-up is over), store the transitions,
+        count the finished episodes and advance ``run`` by one vector step."""
+        env, obs = run.env, run.obs
+        assert obs is not None
+        learning = run.vec_step >= run.warmup
+        actions = self.actions(run.learner, obs, env, run.rng, learning)
+        result = step_and_learn(env, actions, (lambda: self._learn(run)) if learning else None,
+                                self.overlap)
+        run.replay.add(obs, actions, result.reward, result.final_obs, result.terminated,
+                       env.task_id)
+        finished = run.stats.record(result.reward, result.success, result.done, env.task_id,
+                                    env.num_tasks)
+        if finished is not None:  # e.g. BRC's per-task reward statistics
+            run.learner.observe_episodes(*finished)
+        run.obs = result.obs
+        run.vec_step += 1
+        return result
+
+    def _learn(self, run: RunState) -> None:
+        """``train.updates_per_step`` updates; their metrics are summed on the device."""
+        for _ in range(self.config.train.updates_per_step):
+            run.sums.add(self.update(run.learner, run.replay, run.sampler))
+
+    def _log_interval(self, run: RunState, bar: Any, meter: RateMeter) -> None:
+        """Log the interval's training scalars and print its line."""
+        step, env = run.step, run.env
+        rate = meter.rate(run.vec_step, env.num_envs)
+        scalars = training_scalars(run.sums, run.stats, env.task_names, rate, len(run.replay))
+        scalars.update(self.extra_scalars(step))
+        run.logger.log(step, scalars, step * env.num_tasks)
+        bar.write(interval_line(step, run.total * run.per_step, scalars, env.task_names))
+
+    def _conclude(self, run: RunState) -> Any:
+        """The final evaluation, :meth:`finish`, the last checkpoint and ``final_eval.json``."""
+        cfg = self.config
+        run.eval_env = run.eval_env or make_eval_env(cfg, run.env)
+        final = evaluate_agent(run.learner, run.eval_env, cfg.train.eval_episodes,
+                               run.total * run.per_step)
+        self._log_eval(final, run.logger, None, run.env.num_tasks)
+        outcome = self.finish(final, run.eval_env, run.logger)
+        self._save_run(run)
+        final.write(self.run_dir / FINAL_EVAL_FILE)
+        return outcome
+
+    def _save_run(self, run: RunState) -> None:
+        """Checkpoint ``run`` (see :meth:`_save`)."""
+        assert run.obs is not None
+        self._save(run.learner, run.replay, run.env, run.vec_step, run.rng, run.sampler, run.obs,
+                   run.stats, run.sums, run.eval_env, run.hooks)
 
     # ------------------------------------------------ hooks (the Distiller overrides them)
     def build_learner(self, env: MultiTaskVectorEnv) -> Agent:
