@@ -75,3 +75,18 @@ def test_train_then_eval_writes_the_json_contract(capsys, tmp_path):
     assert data["episodes_per_task"] == 4 and data["step"] == 200
     assert len(data["per_task"]) == 3
     assert abs(data["success_rate"] - sum(data["per_task"].values()) / 3) < 1e-9
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "quick", "--steps-per-task", "1200"],
+    ["distill", "mt10_distill", "--steps-per-task", "1200"],
+    ["sweep", "quick", "--steps-per-task", "1200"],
+    ["expert", "reach-v3", "--steps-per-task", "1200"],
+    ["expert", "reach-v3", "--steps", "1200"],  # the older spelling of mtrl expert
+])
+def test_the_step_budget_is_spelled_the_same_in_every_command(argv):
+    from mtrl.cli import build_parser
+    from mtrl.cli.common import steps_override
+
+    args = build_parser().parse_args(argv)
+    assert steps_override(args) == ["train.steps_per_task=1200"]

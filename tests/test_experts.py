@@ -132,7 +132,7 @@ EXPERT_ARGS = ["env.tasks=fake:2", "train.warmup_steps_per_task=100", "train.eva
 
 def test_expert_command_trains_saves_and_reports(tmp_path, capsys):
     run_dir = tmp_path / "expert"
-    code = main(["expert", "fake-task-1", "--run-dir", str(run_dir), "--steps", "300",
+    code = main(["expert", "fake-task-1", "--run-dir", str(run_dir), "--steps-per-task", "300",
                  *EXPERT_ARGS])
     out = capsys.readouterr().out
     assert code == 0 and "fake-task-1: success" in out

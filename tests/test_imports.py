@@ -161,7 +161,10 @@ def test_a_missing_optional_package_is_a_one_line_error(monkeypatch) -> None:
 
     from mtrl.errors import MtrlError, require
 
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # imported earlier in the session: hide it
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(MtrlError, match=r"^mtrl report needs matplotlib: pip install "
                                         r"'mtrl\[report\]'"):
         require("matplotlib.figure", "report", "mtrl report")

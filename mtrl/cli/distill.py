@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtrl.cli.common import add_run_arguments
+from mtrl.cli.common import add_run_arguments, steps_override
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from mtrl.training.distill import distill, format_comparison
     from mtrl.training.rundir import EXPERT_EVAL_FILE, FINAL_EVAL_FILE
 
+    args.overrides = [*args.overrides, *steps_override(args)]
     config = load_config(args.config, args.overrides, schema=DistillConfig)
     run_dir = Path(args.run_dir or Path("runs") / config.name)
     result = distill(config, run_dir, resume=args.resume, device=args.device,

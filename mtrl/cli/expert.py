@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtrl.cli.common import DEVICES
+from mtrl.cli.common import DEVICES, add_steps_argument, steps_override
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="output directory (default: runs/experts/<TASK>)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="env steps of training (default 1000000; train.steps_per_task)")
+    add_steps_argument(p, "--steps")  # --steps: the older spelling, kept working
     p.add_argument("--device", choices=DEVICES, default=None, help="training device")
 
 
@@ -31,8 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from mtrl.training.rundir import EXPERT_FILE, EXPERT_INFO_FILE
 
     overrides = [f"task={args.task}", *args.overrides]
-    if args.steps is not None:
-        overrides.append(f"train.steps_per_task={args.steps}")
+    overrides += steps_override(args)
     if args.device is not None:
         overrides.append(f"train.device={args.device}")
     config = load_config(None, overrides, schema=ExpertConfig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtrl.cli.common import add_steps_argument, steps_override
 from mtrl.errors import MtrlError
 
 
@@ -19,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "key=value tokens are overrides for every run")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=argparse.SUPPRESS)
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per method (default 5)")
+    add_steps_argument(p)
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="values to sweep for one key (repeat for more keys; commas inside "
                         "[...] are kept, e.g. agent.network.hidden_sizes=[64,64],[400,400])")
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                                      sweep, write_sweep_report)
 
     configs = [c for c in args.configs if "=" not in c]
-    overrides = [c for c in args.configs if "=" in c] + list(args.overrides)
+    overrides = [c for c in args.configs if "=" in c] + list(args.overrides) + steps_override(args)
     if args.seeds <= 0:
         raise MtrlError(f"--seeds must be positive, got {args.seeds}")
     result = sweep(configs, args.seeds, parse_grid(args.grid), overrides, args.out,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtrl.cli.common import add_run_arguments
+from mtrl.cli.common import add_run_arguments, steps_override
 from mtrl.training.rundir import FINAL_EVAL_FILE
 
 
@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
         from mtrl.analysis.grouping import groups_override
 
         args.overrides = [*args.overrides, groups_override(args.groups)]
+    args.overrides = [*args.overrides, *steps_override(args)]
     config = load_config(args.config, args.overrides)
     run_dir = args.run_dir or Path("runs") / config.name
     result = train(config, run_dir, resume=args.resume, device=args.device,
