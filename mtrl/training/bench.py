@@ -29,11 +29,15 @@ def _timed(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
 
 # ------------------------------------------------------------------ env stepping
 def mtrl_env_steps_per_s(tasks: str, steps: int, envs_per_task: int = 1,
-                         num_workers: int | None = None, mode: str = "async") -> float:
-    """Env steps per second of mtrl's vector env with random actions."""
+                         num_workers: int | None = None, mode: str = "async",
+                         backend: str = "metaworld") -> float:
+    """Env steps per second of mtrl's vector env with random actions (``backend``: Meta-World
+    in worker processes, or EnvPool's native envs)."""
     from mtrl.envs import make_vector_env
 
-    env = make_vector_env(tasks, envs_per_task, seed=0, num_workers=num_workers, mode=mode)
+    env = (make_vector_env(tasks, envs_per_task, seed=0, backend=backend)
+           if backend == "envpool" else
+           make_vector_env(tasks, envs_per_task, seed=0, num_workers=num_workers, mode=mode))
     try:
         rng = np.random.default_rng(0)
         env.reset()
@@ -229,6 +233,30 @@ def training_run(preset: str, learning_steps: int, overrides: tuple[str, ...] = 
     return {"env_steps_per_s": rates[-1], "peak_rss_gb": peak / 2**30}
 
 
+def envpool_figures(out: dict[str, Any], steps: int, cores: int) -> dict[str, Any]:
+    """EnvPool's collection rate against mtrl's Python collector (``out``'s MT10 / MT50
+    figures) and against the Python bound (``cores`` x the in-process rate of Meta-World's
+    Python envs, one env per MT10 task stepped in turn); empty without EnvPool."""
+    import importlib.util
+
+    if importlib.util.find_spec("envpool") is None:
+        return {"envpool": "not installed (pip install mtrl[envpool])"}
+    from mtrl.envs.envpool_env import REFUSED_TASKS
+    from mtrl.envs.tasks import resolve_tasks
+
+    figures: dict[str, Any] = {}
+    for bench_name, tasks in (("mt10", "MT10"), ("mt50", "MT50")):
+        names = ",".join(t for t in resolve_tasks(tasks) if t not in REFUSED_TASKS)
+        rate = mtrl_env_steps_per_s(names, steps, backend="envpool")
+        figures[f"{bench_name}_envpool_steps_per_s"] = rate
+        figures[f"{bench_name}_envpool_collector_vs_mtrl_collector"] = (
+            rate / out[f"{bench_name}_collector_steps_per_s"])
+    python_bound = mtrl_env_steps_per_s("MT10", steps, mode="sync") * cores
+    figures["mt10_python_bound_steps_per_s"] = python_bound
+    figures["envpool_collector_vs_python_bound"] = figures["mt10_envpool_steps_per_s"] / python_bound
+    return figures
+
+
 def run_suite(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
     """Everything ``mtrl bench`` reports: raw figures and ratios (> 1: mtrl is faster).
 
@@ -252,6 +280,7 @@ def run_suite(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
                                     / out["mt10_gym_sync_steps_per_s"])
     out["collector_vs_physics_bound"] = (out["mt10_collector_steps_per_s"]
                                          / out["mt10_physics_bound_steps_per_s"])
+    out.update(envpool_figures(out, steps, cores))
     if not quick:  # gymnasium at MT50: one process per env and ~35 s of goal generation each
         for strategy in ("async", "sync"):
             out[f"mt50_gym_{strategy}_steps_per_s"] = gym_env_steps_per_s("MT50", steps,
