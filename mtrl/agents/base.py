@@ -81,8 +81,10 @@ class Agent(abc.ABC):
         """One learning step; metrics as device tensors (no host sync)."""
 
     def observe_episodes(self, task_id: np.ndarray, episode_return: np.ndarray,
-                         episode_length: np.ndarray) -> None:
-        """Completed training episodes, one entry each: task, undiscounted return, length.
+                         episode_length: np.ndarray,
+                         episode_success: np.ndarray | None = None) -> None:
+        """Completed training episodes, one entry each: task, undiscounted return, length and
+        (optional, bool) whether it succeeded.
 
         The training loop calls this whenever episodes end; agents that adapt to returns
         (SAC's per-task reward normalisation) override it. Default: nothing.

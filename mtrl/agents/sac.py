@@ -370,10 +370,16 @@ class SAC(Agent):
         return self.reward_normalizer.scale(self.log_alpha.detach().exp(), self.target_entropy)
 
     def observe_episodes(self, task_id: np.ndarray, episode_return: np.ndarray,
-                         episode_length: np.ndarray) -> None:
-        """Completed training episodes (their task, return and length): reward statistics."""
+                         episode_length: np.ndarray,
+                         episode_success: np.ndarray | None = None) -> None:
+        """Completed training episodes (their task, return, length and success): reward
+        statistics, and the combiners that watch episodes (DTP's success rates)."""
         if self.reward_normalizer is not None:
             self.reward_normalizer.observe(task_id, episode_return, episode_length)
+        for combiner in (self.actor_combiner, self.critic_combiner):
+            observe = getattr(combiner, "observe_episodes", None)
+            if observe is not None:
+                observe(task_id, episode_return, episode_length, episode_success)
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         metrics: dict[str, Tensor] = {}

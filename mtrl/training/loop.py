@@ -76,15 +76,16 @@ class EpisodeStats:
 
     def record(self, reward: np.ndarray, success: np.ndarray, done: np.ndarray,
                task_id: np.ndarray, num_tasks: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """Add one vector step; returns the episodes it finished as ``(task_id, return,
-        length)`` (``None`` when none did)."""
+        length, success)`` (``None`` when none did)."""
         self.returns += reward
         self.lengths += 1
         self.successes |= success
         if not done.any():
             return None
-        finished = (task_id[done], self.returns[done].copy(), self.lengths[done].copy())
+        finished = (task_id[done], self.returns[done].copy(), self.lengths[done].copy(),
+                    self.successes[done].copy())
         self.finished_return += np.bincount(task_id, self.returns * done, num_tasks)
         self.finished_success += np.bincount(task_id, self.successes * done, num_tasks)
         self.finished_count += np.bincount(task_id, done, num_tasks)
@@ -389,7 +390,7 @@ class Trainer:
                        env.task_id)
         finished = run.stats.record(result.reward, result.success, result.done, env.task_id,
                                     env.num_tasks)
-        if finished is not None:  # e.g. BRC's per-task reward statistics
+        if finished is not None:  # e.g. BRC's per-task reward statistics, DTP's success rates
             run.learner.observe_episodes(*finished)
         run.obs = result.obs
         run.vec_step += 1
