@@ -7,7 +7,8 @@ time) with the official Meta-World protocol (deterministic actions, 50 episodes 
 the benchmark's 50 goals, success = success at any step):
 
 * ``single``: mtrl SAC on ``MT1:<task>`` vs stable-baselines3 SAC (``mtrl expert``, SB3's own
-  SAC on the same env: goals resampled per episode) for each task of ``SINGLE_TASKS``.
+  SAC on the same env, mtrl's one-task vector env: a goal out of the task's 50 per episode)
+  for each task of ``SINGLE_TASKS``.
 * ``multitask``: mtrl's multi-head SAC on ``MULTI_TASKS`` at once vs one SB3 expert per task,
   at the same steps and updates per task (each update of the multi-task agent uses
   ``batch_per_task`` rows of every task, as each expert's update uses ``batch_per_task`` rows).
