@@ -166,7 +166,7 @@ def test_the_registries_in_their_order_and_the_schema_built_from_them():
     assert list(NETWORKS) == ["mlp", "multihead", "softmod", "care", "film", "paco", "moore",
                               "bronet", "cross_stitch"]
     assert list(COMBINERS) == ["mean", "pcgrad", "cagrad", "gradnorm", "uncertainty", "famo",
-                               "fixed", "mgda", "dwa"]
+                               "fixed", "mgda", "dwa", "dtp"]
     assert set(AGENT_CLASSES) >= {"sac", "distral", "student"}
     schema = assemble_schema(Config)
     assert assemble_schema(Config) is schema  # cached while the registries stay the same
