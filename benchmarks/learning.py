@@ -1,6 +1,7 @@
 """Learning benchmark: mtrl side by side with stable-baselines3, same sizes, budget and seeds.
 
     python benchmarks/learning.py [--quick] [--json FILE] [--out DIR] [--jobs N] [--seeds N]
+                                  [--mtrl-set KEY=VALUE ...]
 
 Two suites, every run evaluated at its end (the **final** evaluation, not a maximum over
 time) with the official Meta-World protocol (deterministic actions, 50 episodes per task on
@@ -60,6 +61,7 @@ SETTINGS: dict[str, Any] = {
     "hidden_sizes": [256, 256], "batch_per_task": 128, "lr": 3e-4, "gamma": 0.99,
     "tau": 0.005, "warmup_steps": 2000, "steps": 30_000, "eval_episodes": 50,
     "init_temperature": 1.0, "buffer": 1_000_000, "seeds": 3,
+    "mtrl_overrides": [],  # --mtrl-set: extra mtrl config overrides (ablations)
 }
 QUICK: dict[str, Any] = {  # a smoke run for the tests: tiny networks, a few hundred steps
     "hidden_sizes": [32, 32], "batch_per_task": 32, "warmup_steps": 100, "steps": 300,
@@ -134,7 +136,7 @@ def _train_mtrl(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, 
         f"agent.gamma={settings['gamma']}", f"agent.tau={settings['tau']}",
         f"agent.init_temperature={settings['init_temperature']}",
         f"replay.capacity_per_task={min(capacity, settings['steps'])}",
-        *_common(settings, run.seed),
+        *_common(settings, run.seed), *settings["mtrl_overrides"],
     ])
     return dict(train(config, run_dir).per_task)
 
@@ -295,8 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="seeds per configuration")
     parser.add_argument("--report-only", action="store_true",
                         help="no training: the JSON of the runs in --out that have finished")
+    parser.add_argument("--mtrl-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an mtrl config override for every mtrl run (an ablation; give "
+                             "it its own --out)")
     args = parser.parse_args(argv)
-    settings = {**SETTINGS, **(QUICK if args.quick else {})}
+    settings = {**SETTINGS, **(QUICK if args.quick else {}), "mtrl_overrides": args.mtrl_set}
     if args.seeds:
         settings["seeds"] = args.seeds
     single = SINGLE_TASKS[:1] if args.quick else SINGLE_TASKS

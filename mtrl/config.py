@@ -71,6 +71,7 @@ class AgentConfig:
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
+    alpha_beta1: float = 0.9  # the temperature's Adam beta1 (BRC's code: 0.5)
     gamma: float = 0.99
     tau: float = 0.005
     init_temperature: float = 1.0
@@ -78,6 +79,8 @@ class AgentConfig:
     log_std_min: float = -20.0
     log_std_max: float = 2.0
     log_std_mode: str = "clip"  # clip (SB3 / JAX baselines: initial std ~1) | tanh (CARE code)
+    # log pi's tanh term: bounded log(1 - tanh^2 + 1e-6) (SAC code, garage, SB3, CARE) | exact
+    tanh_correction: str = "bounded"
     shared_temperature: bool = False  # one SAC temperature for all tasks (one-hot MT-SAC papers)
     actor_update_every: int = 1
     target_update_every: int = 1
@@ -101,11 +104,26 @@ class AgentConfig:
 
 
 @dataclass
+class ActiveSamplingConfig:
+    """``replay.task_sampling=active``: A5C's task distribution (Sharma et al. 2017),
+    ``p = min_prob + (1 - T min_prob) softmax(m / temperature)`` over the normalised gaps
+    ``m_i = max(target_i - perf_i, 0) / target_i`` of the smoothed training success rates; each
+    task's loss weighs ``p_i`` in the (still balanced) update (see mtrl/data/task_sampling.py)."""
+
+    target: str = "1.0"  # a success rate in (0, 1] for every task | best (best smoothed seen)
+    temperature: float = 0.1  # softmax temperature over the gaps (A5C's tau)
+    smoothing: float = 0.9  # EMA weight of the previous success rate, per finished episode
+    min_prob: float = 0.0  # floor of every task's probability (<= 1/T; the paper has none)
+
+
+@dataclass
 class ReplayConfig:
     """Per-task ring buffers on the training device."""
 
     capacity_per_task: int = 100_000
     batch_per_task: int = 128
+    task_sampling: str = "uniform"  # uniform | active (A5C: loss weight p_i per task, mtrl train)
+    active: ActiveSamplingConfig = field(default_factory=ActiveSamplingConfig)
 
 
 @dataclass
@@ -439,6 +457,7 @@ def load_config(
 
 def validate(config: Any) -> None:
     """Check values the type system cannot (positivity, known choices), for any schema."""
+    _validate_task_sampling(config)
     if isinstance(config, DistillConfig):
         return _validate_distill(config)
     if isinstance(config, ExpertConfig):
@@ -451,6 +470,14 @@ def validate(config: Any) -> None:
     if not config.agent.network.hidden_sizes or min(config.agent.network.hidden_sizes) <= 0:
         raise MtrlError("config: agent.network.hidden_sizes must be non-empty and positive")
     _validate_log_std(config.agent.log_std_mode, "agent")
+    from mtrl.agents.policy import TANH_CORRECTIONS
+
+    if config.agent.tanh_correction not in TANH_CORRECTIONS:
+        raise MtrlError(f"config: agent.tanh_correction must be one of "
+                        f"{', '.join(TANH_CORRECTIONS)}, got '{config.agent.tanh_correction}'")
+    if not 0.0 <= config.agent.alpha_beta1 < 1.0:
+        raise MtrlError(f"config: agent.alpha_beta1 must be in [0, 1), "
+                        f"got {config.agent.alpha_beta1}")
     if not 0.0 < config.agent.tau <= 1.0:
         raise MtrlError("config: agent.tau must be in (0, 1]")
     if not 0.0 <= config.agent.gamma <= 1.0:
@@ -466,6 +493,33 @@ def validate(config: Any) -> None:
 
         config.agent.network.groups = resolve_groups(config.agent.network.groups,
                                                      resolve_tasks(config.env.tasks))
+
+
+def _validate_task_sampling(config: Any) -> None:
+    """``replay.task_sampling`` and its ``replay.active`` options (RL training runs only)."""
+    from mtrl.data.task_sampling import TASK_SAMPLING, check_active_options
+
+    replay = config.replay
+    if replay.task_sampling not in TASK_SAMPLING:
+        raise MtrlError(f"config: replay.task_sampling must be one of "
+                        f"{', '.join(TASK_SAMPLING)}, got '{replay.task_sampling}'")
+    if replay.task_sampling == "uniform":
+        return
+    if isinstance(config, (DistillConfig, ExpertConfig)):
+        raise MtrlError("config: replay.task_sampling=active weights the tasks of RL training "
+                        "(mtrl train); leave it uniform here")
+    num_tasks = None
+    try:
+        from mtrl.envs.tasks import resolve_tasks
+
+        num_tasks = len(resolve_tasks(config.env.tasks))
+    except (MtrlError, ValueError):  # an invalid task list is reported where envs are built
+        pass
+    a = replay.active
+    try:
+        check_active_options(num_tasks, a.target, a.temperature, a.smoothing, a.min_prob)
+    except MtrlError as exc:
+        raise MtrlError(f"config: {exc}") from None
 
 
 def _validate_log_std(mode: str, section: str) -> None:

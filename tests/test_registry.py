@@ -164,7 +164,7 @@ def test_an_agent_subclass_with_options_gets_its_own_section():
 
 def test_the_registries_in_their_order_and_the_schema_built_from_them():
     assert list(NETWORKS) == ["mlp", "multihead", "softmod", "care", "film", "paco", "moore",
-                              "bronet", "cross_stitch"]
+                              "bronet", "cross_stitch", "routing"]
     assert list(COMBINERS) == ["mean", "pcgrad", "cagrad", "gradnorm", "uncertainty", "famo",
                                "fixed", "mgda", "dwa", "dtp"]
     assert set(AGENT_CLASSES) >= {"sac", "distral", "student"}

@@ -96,7 +96,8 @@ def _snapshot_at_first_checkpoint(monkeypatch: pytest.MonkeyPatch, target: Path)
     (),
     ("agent.network.type=film", "agent.actor_combiner=pcgrad", "agent.critic_combiner=pcgrad"),
     ("agent.critic_combiner=famo", "agent.popart=true"),
-], ids=["mean", "pcgrad", "famo-popart"])
+    ("replay.task_sampling=active", "replay.active.target=best", "replay.active.min_prob=0.05"),
+], ids=["mean", "pcgrad", "famo-popart", "active-sampling"])
 def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path, monkeypatch,
                                                                    extra):
     config = fake_config(*SHORT, *extra)

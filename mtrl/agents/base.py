@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from mtrl.agents.policy import rsample
+from mtrl.data.episodes import Episodes
 from mtrl.serialization import atomic_save, load_file, restore_generator
 from mtrl.errors import MtrlError
 from mtrl.registry import Registry
@@ -80,14 +81,13 @@ class Agent(abc.ABC):
     def update(self, batch: Any) -> dict[str, Tensor]:
         """One learning step; metrics as device tensors (no host sync)."""
 
-    def observe_episodes(self, task_id: np.ndarray, episode_return: np.ndarray,
-                         episode_length: np.ndarray,
-                         episode_success: np.ndarray | None = None) -> None:
-        """Completed training episodes, one entry each: task, undiscounted return, length and
-        (optional, bool) whether it succeeded.
+    def observe_episodes(self, episodes: Episodes) -> None:
+        """Completed training episodes (:class:`~mtrl.data.Episodes`: task, return, length,
+        success, per-step rewards).
 
         The training loop calls this whenever episodes end; agents that adapt to returns
-        (SAC's per-task reward normalisation) override it. Default: nothing.
+        (SAC's per-task reward normalisation, DTP's success rates) override it. Default:
+        nothing.
         """
 
     @abc.abstractmethod
@@ -148,9 +148,12 @@ class Agent(abc.ABC):
 
 def upgrade_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Constructor arguments saved before a default changed, with the old behaviour made
-    explicit: the tanh log-std bounds, a multi-head trunk without the task id."""
+    explicit: the tanh log-std bounds, a multi-head trunk without the task id, the exact
+    tanh correction."""
     if "log_std_min" in kwargs and "log_std_mode" not in kwargs:
         kwargs["log_std_mode"] = "tanh"
+    if "init_temperature" in kwargs and "tanh_correction" not in kwargs:  # SAC and its kin
+        kwargs["tanh_correction"] = "exact"
     for key in ("network", "shared_network"):
         spec = kwargs.get(key)
         if isinstance(spec, dict) and spec.get("type") == "multihead" and "multihead" not in spec:

@@ -14,6 +14,8 @@ works alone and with any architecture and gradient combiner.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -48,17 +50,29 @@ def expected_value(logits: Tensor, support: Tensor) -> Tensor:
     return (torch.softmax(logits, -1) * support).sum(-1)
 
 
+def discounted_values(rewards: np.ndarray, gamma: float, truncated: bool) -> np.ndarray:
+    """The discounted Monte-Carlo value at every step of one episode,
+    ``v_t = r_t + gamma v_{t+1}``; a truncated episode's tail ``v_L`` is the value of earning
+    its mean reward forever, ``mean(r) / (1 - gamma)`` (a terminated one's is 0)."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    values = np.empty_like(rewards)
+    tail = rewards.mean() / (1.0 - gamma) if truncated and rewards.size else 0.0
+    for t in range(rewards.size - 1, -1, -1):
+        tail = rewards[t] + gamma * tail
+        values[t] = tail
+    return values
+
+
 class RewardNormalizer(nn.Module):
     """Per-task reward scales of BRC: task ``i``'s rewards are multiplied by
     ``v_max / (G_i + lambda_i)``.
 
-    ``G_i`` is the largest absolute discounted Monte-Carlo value seen in task ``i``'s completed
-    episodes. From an episode's return and length it is the value of earning the episode's mean
-    reward forever, ``|return / length| / (1 - gamma)``: what the authors' code computes for
-    a time-limited episode (it bootstraps the truncated tail with the mean reward), exactly so
-    for constant rewards. ``lambda_i = -alpha_i * target_entropy / (2 (1 - gamma))`` is the
-    entropy bonus the soft value adds on top (the code's correction, with task ``i``'s
-    temperature). A task without a completed episode keeps scale 1.
+    ``G_i`` is the largest absolute discounted Monte-Carlo value seen at any step of task
+    ``i``'s completed episodes (:func:`discounted_values`; a time-limited episode's tail is
+    bootstrapped with its mean reward), as the authors' code computes it.
+    ``lambda_i = -alpha_i * target_entropy / (2 (1 - gamma))`` is the entropy bonus the soft
+    value adds on top (the code's correction, with task ``i``'s temperature). A task without a
+    completed episode keeps scale 1.
 
     The statistics are buffers (checkpointed with the agent's state).
     """
@@ -67,22 +81,23 @@ class RewardNormalizer(nn.Module):
         super().__init__()
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"reward normalisation needs gamma in [0, 1), got {gamma}")
+        self.gamma = gamma
         self.horizon = 1.0 / (1.0 - gamma)
         self.v_max = v_max
         self.register_buffer("max_value", torch.zeros(num_tasks))
         self.register_buffer("seen", torch.zeros(num_tasks, dtype=torch.bool))
 
-    def observe(self, task_id: np.ndarray, episode_return: np.ndarray,
-                episode_length: np.ndarray) -> None:
-        """Update ``G`` with completed episodes (one entry per episode)."""
-        task = torch.as_tensor(np.asarray(task_id, dtype=np.int64), device=self.seen.device)
-        if task.numel() == 0:
-            return
-        ret = torch.as_tensor(np.asarray(episode_return, dtype=np.float64))
-        length = torch.as_tensor(np.asarray(episode_length, dtype=np.float64)).clamp_min(1.0)
-        value = ((ret / length).abs() * self.horizon).to(self.max_value)
-        self.max_value.scatter_reduce_(0, task, value, "amax")
-        self.seen[task] = True
+    def observe(self, task_id: np.ndarray, rewards: Sequence[np.ndarray],
+                truncated: np.ndarray) -> None:
+        """Update ``G`` with completed episodes: their tasks, per-step rewards and whether
+        each ended at the time limit (one entry per episode)."""
+        for task, episode, cut in zip(np.asarray(task_id, dtype=np.int64), rewards,
+                                      np.asarray(truncated, dtype=bool)):
+            if len(episode) == 0:
+                continue
+            value = float(np.abs(discounted_values(episode, self.gamma, bool(cut))).max())
+            self.max_value[task] = max(self.max_value[task].item(), value)
+            self.seen[task] = True
 
     def scale(self, alpha: Tensor, target_entropy: float) -> Tensor:
         """``(T,)`` reward multipliers given the tasks' temperatures ``alpha (T,)``."""

@@ -218,7 +218,7 @@ class Distral(SAC):
         """Sample ``pi_i``; cost ``tau [(1-alpha) log pi_i + alpha KL(pi_i || pi_0)]``
         (``alpha`` here is the rows' temperature ``tau``, SAC's name for it)."""
         mean, log_std, mean_0, log_std_0 = policy_output
-        action, log_prob = rsample(mean, log_std, noise)
+        action, log_prob = rsample(mean, log_std, noise, self.tanh_correction)
         kl = tanh_gaussian_kl(mean, log_std, mean_0, log_std_0)
         cost = alpha * ((1.0 - self.alpha) * log_prob + self.alpha * kl)
         return action, cost, torch.stack([log_prob, kl], -1)

@@ -11,11 +11,22 @@ from torch import Tensor, nn
 from mtrl.errors import MtrlError
 
 LOG_STD_MODES = ("clip", "tanh")
+TANH_CORRECTIONS = ("bounded", "exact")
+BOUNDED_EPS = 1e-6  # the original SAC code's, garage's, SB3's and the CARE code's epsilon
 LOG_2PI = math.log(2 * math.pi)
 
 
-def squash_correction(pre_tanh: Tensor) -> Tensor:
-    """``sum log(1 - tanh(u)^2)`` over the last dim, computed stably."""
+def squash_correction(pre_tanh: Tensor, correction: str = "bounded") -> Tensor:
+    """``sum log(1 - tanh(u)^2)`` over the last dim.
+
+    * ``bounded`` (default): ``log(1 - tanh(u)^2 + 1e-6)``, as the original SAC code, garage
+      (Meta-World's MT-SAC), stable-baselines3 and the CARE code compute it: each dimension's
+      term is at least ``log(1e-6)``, so a saturated action costs a bounded amount of entropy.
+    * ``exact``: the exact value, computed stably (``2 (log 2 - u - softplus(-2u))``), as the
+      JAX baselines' tanh bijector does; it grows without bound as ``|u|`` grows.
+    """
+    if correction == "bounded":
+        return torch.log(1.0 - torch.tanh(pre_tanh).pow(2) + BOUNDED_EPS).sum(-1)
     return (2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(-1)
 
 
@@ -24,10 +35,12 @@ def gaussian_log_prob(noise: Tensor, log_std: Tensor) -> Tensor:
     return (-0.5 * noise.pow(2) - log_std - 0.5 * LOG_2PI).sum(-1)
 
 
-def rsample(mean: Tensor, log_std: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
-    """``(tanh(mean + std * noise), log-probability of that action)``."""
+def rsample(mean: Tensor, log_std: Tensor, noise: Tensor, correction: str = "bounded"
+            ) -> tuple[Tensor, Tensor]:
+    """``(tanh(mean + std * noise), log-probability of that action)``; ``correction``: see
+    :func:`squash_correction`."""
     pre_tanh = mean + log_std.exp() * noise
-    log_prob = gaussian_log_prob(noise, log_std) - squash_correction(pre_tanh)
+    log_prob = gaussian_log_prob(noise, log_std) - squash_correction(pre_tanh, correction)
     return torch.tanh(pre_tanh), log_prob
 
 

@@ -56,8 +56,8 @@ from torch.func import functional_call
 from mtrl.agents.base import Agent
 from mtrl.agents.brc import (EmbeddedActor, EmbeddedCritic, RewardNormalizer,
                              categorical_projection)
-from mtrl.agents.policy import TanhGaussianPolicy, rsample
-from mtrl.data.replay import Batch
+from mtrl.agents.policy import TANH_CORRECTIONS, TanhGaussianPolicy, rsample
+from mtrl.data import Batch, Episodes
 from mtrl.errors import MtrlError
 from mtrl.nn import (Ensemble, build_network, explicit_spec, last_shared_weight_name,
                      observe_task_losses, task_loss_mask, task_parameter_names)
@@ -84,6 +84,9 @@ class SAC(Agent):
         popart: PopArt-normalised critic; ``popart_beta`` is the statistics' step size.
         temperature_weighting: weight task losses by ``softmax(-log alpha)``.
         log_std_mode: ``clip`` (SB3, initial std ~1) or ``tanh`` (CARE code) log-std bounds.
+        alpha_beta1: Adam's beta1 for the temperature (0.9; BRC's code uses 0.5).
+        tanh_correction: ``bounded`` (``log(1 - tanh^2 + 1e-6)``, the original SAC code,
+            garage, SB3, CARE) or ``exact`` (the JAX baselines) term of ``log pi``.
         shared_temperature: one SAC temperature for all tasks instead of one per task.
         critic_network: network spec of the critics (default: ``network``).
         critic_loss: ``mse`` (regression) or ``categorical`` (cross-entropy on ``num_bins``
@@ -108,6 +111,7 @@ class SAC(Agent):
         actor_lr: float = 3e-4,
         critic_lr: float = 3e-4,
         alpha_lr: float = 3e-4,
+        alpha_beta1: float = 0.9,
         gamma: float = 0.99,
         tau: float = 0.005,
         init_temperature: float = 1.0,
@@ -115,6 +119,7 @@ class SAC(Agent):
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
         log_std_mode: str = "clip",
+        tanh_correction: str = "bounded",
         shared_temperature: bool = False,
         actor_update_every: int = 1,
         target_update_every: int = 1,
@@ -145,6 +150,10 @@ class SAC(Agent):
                             f"'{self.name}' (its actor is not SAC's policy)")
         if reward_normalization and not 0.0 <= gamma < 1.0:
             raise MtrlError("agent.reward_normalization needs agent.gamma < 1")
+        if tanh_correction not in TANH_CORRECTIONS:
+            raise MtrlError(f"agent.tanh_correction must be one of "
+                            f"{', '.join(TANH_CORRECTIONS)}, got '{tanh_correction}'")
+        self.tanh_correction = tanh_correction
         self.obs_dim, self.act_dim, self.num_tasks = obs_dim, act_dim, num_tasks
         self.device = resolve_device(device)
         self.init_kwargs["device"] = str(self.device)
@@ -210,7 +219,8 @@ class SAC(Agent):
         else:
             self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr)
             self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha_param], lr=alpha_lr)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha_param], lr=alpha_lr,
+                                                betas=(alpha_beta1, 0.999))
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed + 1)
         self.num_updates = 0
@@ -238,11 +248,19 @@ class SAC(Agent):
         return self.actor(obs, task_id)
 
     # ---------------------------------------------------------------- learning
-    def task_weights(self) -> Tensor | None:
-        """Per-task loss weights (``softmax(-log alpha)``) when temperature weighting is on."""
-        if not self.temperature_weighting:
-            return None
-        return torch.softmax(-self.log_alpha.detach(), 0)
+    def task_weights(self, batch: Batch | None = None) -> Tensor | None:
+        """Per-task loss weights summing to one: ``softmax(-log alpha)`` when temperature
+        weighting is on, times the batch's ``task_weights`` (active task sampling) when it has
+        them, renormalised; ``None`` (every task ``1/T``) when neither applies."""
+        weights = (torch.softmax(-self.log_alpha.detach(), 0) if self.temperature_weighting
+                   else None)
+        share = None if batch is None else batch.task_weights
+        if share is None:
+            return weights
+        if weights is None:
+            return share
+        weights = weights * share
+        return weights / weights.sum()
 
     def policy_sample(self, policy_output: tuple[Tensor, ...], noise: Tensor,
                       alpha: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -253,7 +271,7 @@ class SAC(Agent):
         is ``log pi`` (or columns named by ``actor_aux``, ``log pi`` first; the others are
         reported per task).
         """
-        action, log_prob = rsample(*policy_output, noise)
+        action, log_prob = rsample(*policy_output, noise, self.tanh_correction)
         return action, alpha * log_prob, log_prob
 
     def ensemble_q(self, critic_out: Tensor) -> Tensor:
@@ -319,7 +337,7 @@ class SAC(Agent):
         return TaskLoss(
             rows, dict(self.critic.named_parameters()),
             (batch.obs, batch.action, target, batch.task_id), self.num_tasks,
-            self._critic_task_params, self.task_weights(), self._critic_shared_layer,
+            self._critic_task_params, self.task_weights(batch), self._critic_shared_layer,
             self._critic_mask,
         )
 
@@ -349,7 +367,7 @@ class SAC(Agent):
         return TaskLoss(
             rows, dict(self.actor.named_parameters()),
             (batch.obs, batch.task_id, noise, alpha, *popart_rows),
-            self.num_tasks, self._actor_task_params, self.task_weights(),
+            self.num_tasks, self._actor_task_params, self.task_weights(batch),
             self._actor_shared_layer, self._actor_mask,
         )
 
@@ -369,17 +387,16 @@ class SAC(Agent):
             return None
         return self.reward_normalizer.scale(self.log_alpha.detach().exp(), self.target_entropy)
 
-    def observe_episodes(self, task_id: np.ndarray, episode_return: np.ndarray,
-                         episode_length: np.ndarray,
-                         episode_success: np.ndarray | None = None) -> None:
-        """Completed training episodes (their task, return, length and success): reward
-        statistics, and the combiners that watch episodes (DTP's success rates)."""
+    def observe_episodes(self, episodes: Episodes) -> None:
+        """Completed training episodes: reward statistics, and the combiners that watch
+        episodes (DTP's success rates)."""
         if self.reward_normalizer is not None:
-            self.reward_normalizer.observe(task_id, episode_return, episode_length)
+            self.reward_normalizer.observe(episodes.task_id, episodes.rewards,
+                                           episodes.truncated)
         for combiner in (self.actor_combiner, self.critic_combiner):
             observe = getattr(combiner, "observe_episodes", None)
             if observe is not None:
-                observe(task_id, episode_return, episode_length, episode_success)
+                observe(episodes)
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         metrics: dict[str, Tensor] = {}

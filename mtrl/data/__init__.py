@@ -1,5 +1,6 @@
-"""Replay storage."""
+"""Replay storage and finished-episode records."""
 
+from mtrl.data.episodes import Episodes
 from mtrl.data.replay import Batch, MultiTaskReplay
 
-__all__ = ["Batch", "MultiTaskReplay"]
+__all__ = ["Batch", "Episodes", "MultiTaskReplay"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ class Batch:
     terminated: Tensor  # (T*b,) float 0/1: 1 = no bootstrap
     task_id: Tensor  # (T*b,) int64
     rows_per_task: int  # b
+    # (T,) per-task loss weights summing to one (active task sampling, mtrl.data.task_sampling);
+    # None: every task weighs 1/T (or as the agent weights tasks itself)
+    task_weights: Optional[Tensor] = None
 
 
 class MultiTaskReplay:

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from mtrl.nn.base import TaskLinear, last_shared_weight_name, task_parameter_names
-from mtrl.nn.ensemble import Ensemble, observe_task_losses, task_loss_mask
+from mtrl.nn.ensemble import Ensemble, network_metrics, observe_task_losses, task_loss_mask
 from mtrl.nn.grouped import GroupedNetwork
 from mtrl.nn.registry import NETWORKS, NetworkConfig, register_network
 from mtrl.registry import import_submodules
@@ -31,6 +31,7 @@ from mtrl.nn.paco import PaCo, PaCoOptions
 from mtrl.nn.moore import MOORE, MooreOptions
 from mtrl.nn.bronet import BroNet, BroNetOptions
 from mtrl.nn.cross_stitch import CrossStitch, CrossStitchOptions
+from mtrl.nn.routing import RoutingNetwork, RoutingOptions
 
 import_submodules(__name__, __path__)  # any other architecture module (a new file) registers too
 
@@ -98,12 +99,15 @@ __all__ = [
     "OneHotMLP",
     "PaCo",
     "PaCoOptions",
+    "RoutingNetwork",
+    "RoutingOptions",
     "SoftModOptions",
     "SoftModularization",
     "TaskLinear",
     "build_network",
     "register_network",
     "explicit_spec",
+    "network_metrics",
     "observe_task_losses",
     "task_loss_mask",
     "task_parameter_names",

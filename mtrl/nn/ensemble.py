@@ -1,7 +1,8 @@
 """Several networks of one architecture evaluated as one (the fused twin critics of SAC), and
 the walks over networks (ensembles included) that hand per-task losses to the modules that
-react to them: :func:`observe_task_losses` (PaCo's ``w``-reset) and :func:`task_loss_mask`
-(PaCo's loss masking)."""
+react to them: :func:`observe_task_losses` (PaCo's ``w``-reset, the routing network's router)
+and :func:`task_loss_mask` (PaCo's loss masking); and :func:`network_metrics`, what modules
+report about themselves for the training log (the routing network's module usage)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ class Ensemble(nn.Module):
         object.__setattr__(self, "_template", template)  # not a submodule: no own parameters
         self.task_parameters = tuple(_flat(n) for n in task_parameter_names(members[0]))
         self.last_shared_weight = _flat(last_shared_weight_name(members[0]))
+
+    def train(self, mode: bool = True) -> "Ensemble":
+        """Train / eval mode for the ensemble and its member architecture (the template is not
+        a submodule, so ``nn.Module.train`` alone would not reach it)."""
+        super().train(mode)
+        self.template.train(mode)
+        return self
 
     @property
     def template(self) -> nn.Module:
@@ -89,6 +97,37 @@ def observe_task_losses(network: nn.Module, losses: Tensor) -> None:
         start = f"{prefix}." if prefix else ""
         state = {name[len(start):]: t for name, t in tensors.items() if name.startswith(start)}
         hook(losses.detach(), state)
+
+
+def network_metrics(network: nn.Module) -> dict[str, Tensor]:
+    """What the submodules of ``network`` report about themselves, for the training log.
+
+    A module that has something to report defines ``network_metrics(state) -> {key: tensor}``
+    (scalars, or ``(T,)`` vectors whose key ends in ``_per_task``), where ``state`` maps its
+    own parameter/buffer names to the live tensors, with leading member dimensions inside an
+    :class:`Ensemble` (also nested, e.g. in a grouped network), as for
+    :func:`observe_task_losses`. Keys are the modules' own; a key that an earlier module
+    already reported gets that module's path in front. Empty when no module reports.
+    """
+    out: dict[str, Tensor] = {}
+
+    def visit(root: nn.Module, tensors: dict[str, Tensor], path: str) -> None:
+        for prefix, module in root.named_modules():
+            start = f"{prefix}." if prefix else ""
+            own = {name[len(start):]: t for name, t in tensors.items() if name.startswith(start)}
+            report = getattr(module, "network_metrics", None)
+            if report is not None:
+                where = f"{path}{prefix}".strip(".")
+                for key, value in report(own).items():
+                    out[f"{where}/{key}" if key in out and where else key] = value
+            if isinstance(module, Ensemble):
+                inner = {name: own[_flat(name)] for name in module.member_state()}
+                visit(module.template, inner, f"{path}{start}")
+
+    tensors = dict(network.named_parameters())
+    tensors.update(dict(network.named_buffers()))
+    visit(network, tensors, "")
+    return out
 
 
 def task_loss_mask(network: nn.Module) -> Callable[[Tensor], Tensor] | None:

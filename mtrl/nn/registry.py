@@ -40,12 +40,13 @@ class NetworkConfig:
     """Architecture of the actor and critic networks (``agent.network.type`` selects it).
 
     In a loaded config, the section named after each registered type (``multihead``,
-    ``softmod``, ``care``, ``film``, ``paco``, ``moore``, ``bronet``, ``cross_stitch``, ...)
+    ``softmod``, ``care``, ``film``, ``paco``, ``moore``, ``bronet``, ``cross_stitch``,
+    ``routing``, ...)
     holds that architecture's options (:mod:`mtrl.config` adds them from :data:`NETWORKS`).
     """
 
     type: str = "multihead"  # a registered type: mlp | multihead | softmod | care | film | paco
-    #                          | moore | bronet | cross_stitch (mtrl.nn.NETWORKS)
+    #                          | moore | bronet | cross_stitch | routing (mtrl.nn.NETWORKS)
     hidden_sizes: list[int] = field(default_factory=lambda: [400, 400, 400])
     activation: str = "relu"
     # One network of this type per task group, trained side by side: lists of task names or

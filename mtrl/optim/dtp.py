@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mtrl.data.episodes import Episodes
 from mtrl.errors import MtrlError
 from mtrl.optim.combiners import GradientCombiner, register_combiner
 from mtrl.optim.task_loss import TaskLoss
@@ -93,15 +94,13 @@ class DTP(GradientCombiner):
         (values * self.weights * loss.weights).sum().backward()
         return values.detach()
 
-    def observe_episodes(self, task_id: np.ndarray, episode_return: np.ndarray,
-                         episode_length: np.ndarray,
-                         episode_success: np.ndarray | None = None) -> None:
+    def observe_episodes(self, episodes: Episodes) -> None:
         """Finished training episodes: update the KPIs of their tasks and the weights."""
-        if episode_success is None or len(task_id) == 0:
+        if len(episodes) == 0:
             return
-        task_id = np.asarray(task_id, np.int64)
+        task_id = np.asarray(episodes.task_id, np.int64)
         count = np.bincount(task_id, minlength=self.num_tasks)
-        successes = np.bincount(task_id, np.asarray(episode_success, np.float64),
+        successes = np.bincount(task_id, np.asarray(episodes.success, np.float64),
                                 self.num_tasks)
         seen = count > 0
         rate = successes[seen] / count[seen]

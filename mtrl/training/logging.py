@@ -40,6 +40,32 @@ def flatten_metrics(
     return flat
 
 
+def network_scalars(learner: Any, task_names: list[str],
+                    prefix: str = "train/") -> dict[str, float]:
+    """What the learner's networks report about themselves (:func:`mtrl.nn.network_metrics`,
+    e.g. the routing network's module usage and router entropy), flattened like the update
+    metrics as ``<prefix><attribute>/<key>`` (``train/actor/routing/entropy``).
+
+    The networks are the learner's public ``nn.Module`` attributes that have a trainable
+    parameter (``actor``, ``critic``; a frozen target copy is skipped), each module once.
+    Read at log intervals only (a host sync).
+    """
+    from torch import nn
+
+    from mtrl.nn import network_metrics
+
+    metrics: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, module in vars(learner).items():
+        if name.startswith("_") or not isinstance(module, nn.Module) or id(module) in seen:
+            continue
+        seen.add(id(module))
+        if not any(p.requires_grad for p in module.parameters()):
+            continue
+        metrics.update({f"{name}/{k}": v for k, v in network_metrics(module).items()})
+    return flatten_metrics(metrics, task_names, prefix)
+
+
 class MetricsLogger:
     """Writes scalars to TensorBoard (optional) and appends them to ``metrics.jsonl``."""
 

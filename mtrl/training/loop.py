@@ -23,14 +23,15 @@ import torch
 
 from mtrl.agents import Agent, build_agent, resolve_device
 from mtrl.config import Config, from_dict, to_dict, to_yaml
-from mtrl.data import MultiTaskReplay
+from mtrl.data import Episodes, MultiTaskReplay
+from mtrl.data.task_sampling import ActiveTaskSampler, build_task_sampler
 from mtrl.envs import MultiTaskVectorEnv, StepResult, make_vector_env
 from mtrl.errors import MtrlError
 from mtrl.serialization import atomic_save, load_file, restore_generator
 from mtrl.training.evaluation import EVAL_SEED_OFFSET, EvalResult, evaluate
 from mtrl.training.hooks import TrainingHook, build_hooks, crossed, registered_hooks
-from mtrl.training.logging import (MetricsLogger, flatten_metrics, interval_line, progress_bar,
-                                   success_line)
+from mtrl.training.logging import (MetricsLogger, flatten_metrics, interval_line,
+                                   network_scalars, progress_bar, success_line)
 from mtrl.training.rundir import CHECKPOINT_FILE, CONFIG_FILE, FINAL_EVAL_FILE
 
 
@@ -60,7 +61,8 @@ def evaluate_agent(agent: Agent, env: MultiTaskVectorEnv, episodes: int, step: i
 
 @dataclass
 class EpisodeStats:
-    """Running returns of the training envs; finished episodes summarised per task."""
+    """Running returns (and per-step rewards) of the training envs; finished episodes
+    summarised per task."""
 
     returns: np.ndarray
     lengths: np.ndarray
@@ -68,24 +70,32 @@ class EpisodeStats:
     finished_return: np.ndarray
     finished_success: np.ndarray
     finished_count: np.ndarray
+    step_rewards: np.ndarray  # (num_envs, capacity): the episodes in flight, step by step
 
     @classmethod
     def create(cls, num_envs: int, num_tasks: int) -> "EpisodeStats":
         return cls(np.zeros(num_envs), np.zeros(num_envs), np.zeros(num_envs, bool),
-                   np.zeros(num_tasks), np.zeros(num_tasks), np.zeros(num_tasks))
+                   np.zeros(num_tasks), np.zeros(num_tasks), np.zeros(num_tasks),
+                   np.zeros((num_envs, 500)))
 
-    def record(self, reward: np.ndarray, success: np.ndarray, done: np.ndarray,
-               task_id: np.ndarray, num_tasks: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """Add one vector step; returns the episodes it finished as ``(task_id, return,
-        length, success)`` (``None`` when none did)."""
-        self.returns += reward
+    def record(self, result: StepResult, num_tasks: int) -> Episodes | None:
+        """Add one vector step; returns the episodes it finished (``None`` when none did)."""
+        step = self.lengths.astype(np.int64)
+        if step.max(initial=0) >= self.step_rewards.shape[1]:  # an episode longer than seen
+            width = self.step_rewards.shape[1]
+            self.step_rewards = np.pad(self.step_rewards, ((0, 0), (0, width)))
+        self.step_rewards[np.arange(len(step)), step] = result.reward
+        self.returns += result.reward
         self.lengths += 1
-        self.successes |= success
+        self.successes |= result.success
+        done, task_id = result.done, result.task_id
         if not done.any():
             return None
-        finished = (task_id[done], self.returns[done].copy(), self.lengths[done].copy(),
-                    self.successes[done].copy())
+        ended = np.flatnonzero(done)
+        finished = Episodes(
+            task_id[done], self.returns[done].copy(), self.lengths[done].copy(),
+            self.successes[done].copy(), (result.truncated & ~result.terminated)[done],
+            tuple(self.step_rewards[i, : step[i] + 1].copy() for i in ended))
         self.finished_return += np.bincount(task_id, self.returns * done, num_tasks)
         self.finished_success += np.bincount(task_id, self.successes * done, num_tasks)
         self.finished_count += np.bincount(task_id, done, num_tasks)
@@ -248,6 +258,9 @@ class Trainer:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise MtrlError("--device cuda asked for, but no CUDA device is available")
         self.overlap = overlap_enabled(config.train.overlap, self.device)
+        # replay.task_sampling=active: the tasks' loss weights (None: uniform); built with the
+        # replay, checkpointed in the trainer section
+        self.task_sampler: ActiveTaskSampler | None = None
         if getattr(config.train, "affinity_every", 0) and "affinity" not in registered_hooks():
             raise MtrlError("train.affinity_every needs the affinity hook: import "
                             "mtrl.analysis first (the mtrl command does)")
@@ -295,6 +308,7 @@ class Trainer:
         learner = self.build_learner(env)
         replay = MultiTaskReplay(env.num_tasks, cfg.replay.capacity_per_task, env.obs_dim,
                                  env.act_dim, self.device)
+        self.task_sampler = build_task_sampler(cfg.replay, env.num_tasks, self.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / CONFIG_FILE).write_text(to_yaml(cfg))
         rng = np.random.default_rng(cfg.train.seed)
@@ -388,10 +402,11 @@ class Trainer:
                                 self.overlap)
         run.replay.add(obs, actions, result.reward, result.final_obs, result.terminated,
                        env.task_id)
-        finished = run.stats.record(result.reward, result.success, result.done, env.task_id,
-                                    env.num_tasks)
+        finished = run.stats.record(result, env.num_tasks)
         if finished is not None:  # e.g. BRC's per-task reward statistics, DTP's success rates
-            run.learner.observe_episodes(*finished)
+            run.learner.observe_episodes(finished)
+            if self.task_sampler is not None:  # active task sampling's success rates
+                self.task_sampler.observe_episodes(finished.task_id, finished.success)
         run.obs = result.obs
         run.vec_step += 1
         return result
@@ -406,6 +421,10 @@ class Trainer:
         step, env = run.step, run.env
         rate = meter.rate(run.vec_step, env.num_envs)
         scalars = training_scalars(run.sums, run.stats, env.task_names, rate, len(run.replay))
+        scalars.update(network_scalars(run.learner, env.task_names))  # e.g. routing usage
+        if self.task_sampler is not None:  # what drives the tasks' update shares
+            scalars.update(flatten_metrics(self.task_sampler.state_metrics(), env.task_names,
+                                           "train/"))
         scalars.update(self.extra_scalars(step))
         run.logger.log(step, scalars, step * env.num_tasks)
         bar.write(interval_line(step, run.total * run.per_step, scalars, env.task_names))
@@ -448,8 +467,14 @@ class Trainer:
 
     def update(self, learner: Agent, replay: MultiTaskReplay,
                sampler: torch.Generator) -> dict[str, torch.Tensor]:
-        """One update on a task-balanced batch; returns its metrics as device tensors."""
-        return learner.update(replay.sample(self.config.replay.batch_per_task, sampler))
+        """One update on a task-balanced batch; returns its metrics as device tensors. With
+        active task sampling the batch carries the tasks' loss weights (the same rows), and the
+        metrics their probabilities (``train/task_prob/<task>``: the interval's mean)."""
+        batch = replay.sample(self.config.replay.batch_per_task, sampler)
+        if self.task_sampler is None:
+            return learner.update(batch)
+        metrics = learner.update(self.task_sampler.weigh(batch))
+        return {**metrics, **self.task_sampler.metrics()}
 
     def after_step(self, result: StepResult, rng: np.random.Generator, step: int) -> None:
         """Called after every vector step with its result (``step``: steps per task so far)."""
@@ -514,6 +539,8 @@ class Trainer:
                             "eval_env": None if eval_env is None else eval_env.get_state(),
                             **{k: v for hook in hooks for k, v in hook.state_dict().items()},
                             "loop": self.loop_state(),
+                            **({"task_sampler": self.task_sampler.state_dict()}
+                               if self.task_sampler is not None else {}),
                             "steps_per_task": vec_step * (env.num_envs // env.num_tasks)},
                 "config": to_dict(self.config),
                 "task_names": env.task_names,
@@ -537,9 +564,11 @@ class Trainer:
         rng.bit_generator.state = trainer["rng"]
         random.setstate(trainer["python_random"])
         restore_generator(sampler, trainer["sampler"])
+        if self.task_sampler is not None and "task_sampler" in trainer:
+            self.task_sampler.load_state_dict(trainer["task_sampler"])
         env.set_state(trainer["env"])
         for key, value in trainer.get("episode_stats", {}).items():
-            getattr(stats, key)[...] = value
+            setattr(stats, key, np.array(value, copy=True))  # step_rewards may have grown
         if "metric_sums" in trainer:
             sums.sums = {k: v.to(self.device) for k, v in trainer["metric_sums"]["sums"].items()}
             sums.count = int(trainer["metric_sums"]["count"])

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from mtrl.agents import SAC, build_agent, load_agent
-from mtrl.agents.brc import RewardNormalizer, categorical_projection, expected_value
+from mtrl.agents.brc import (RewardNormalizer, categorical_projection, discounted_values,
+                             expected_value)
 from mtrl.config import load_config
+from mtrl.data import Episodes
 from mtrl.data.replay import Batch
 from mtrl.errors import MtrlError
 from mtrl.nn import build_network
@@ -114,21 +116,31 @@ def test_popart_with_a_categorical_critic_is_refused():
 
 # --------------------------------------------------------------- reward normalisation
 def test_reward_normaliser_scale_after_known_episodes():
-    norm = RewardNormalizer(3, gamma=0.9, v_max=10.0)  # horizon 1 / (1 - gamma) = 10
-    norm.observe(np.array([0, 0, 1]), np.array([20.0, -50.0, 3.0]), np.array([10, 10, 30]))
-    # G: task 0 max(|2| * 10, |-5| * 10) = 50, task 1 |0.1| * 10 = 1, task 2 unseen
-    torch.testing.assert_close(norm.max_value, torch.tensor([50.0, 1.0, 0.0]))
+    norm = RewardNormalizer(3, gamma=0.5, v_max=10.0)  # horizon 1 / (1 - gamma) = 2
+    # task 0, terminated [1, 2, 3]: values backwards 3, 2 + 1.5 = 3.5, 1 + 1.75 = 2.75 -> G 3.5
+    # task 0, truncated [-4, -4]: tail -4 * 2 = -8, values -8 everywhere -> |.| 8 > 3.5
+    # task 1, truncated [0, 1]: tail 0.5 * 2 = 1, v_1 = 1 + 0.5 = 1.5, v_0 = 0.75 -> G 1.5
+    norm.observe(np.array([0, 0, 1]), [np.array([1.0, 2.0, 3.0]), np.array([-4.0, -4.0]),
+                                       np.array([0.0, 1.0])], np.array([False, True, True]))
+    torch.testing.assert_close(norm.max_value, torch.tensor([8.0, 1.5, 0.0]))
     alpha = torch.tensor([0.5, 1.0, 1.0])
-    # lambda = -alpha * horizon * target_entropy / 2 = alpha * 10 (target entropy -2)
-    torch.testing.assert_close(norm.scale(alpha, -2.0), torch.tensor([10 / 55, 10 / 11, 1.0]))
-    norm.observe(np.array([1]), np.array([-4.0]), np.array([2]))  # |-2| * 10 = 20 > 1
-    torch.testing.assert_close(norm.scale(alpha, -2.0), torch.tensor([10 / 55, 10 / 30, 1.0]))
+    # lambda = -alpha * horizon * target_entropy / 2 = alpha * 2 (target entropy -2)
+    torch.testing.assert_close(norm.scale(alpha, -2.0), torch.tensor([10 / 9, 10 / 3.5, 1.0]))
+    norm.observe(np.array([1]), [np.array([5.0])], np.array([False]))  # 5 > 1.5
+    torch.testing.assert_close(norm.scale(alpha, -2.0), torch.tensor([10 / 9, 10 / 7, 1.0]))
+
+
+def test_discounted_values_bootstrap_a_truncated_tail_with_the_mean_reward():
+    np.testing.assert_allclose(discounted_values(np.array([1.0, 2.0, 3.0]), 0.5, False),
+                               [2.75, 3.5, 3.0])
+    # constant rewards, truncated: the value of the reward forever at every step
+    np.testing.assert_allclose(discounted_values(np.full(50, 2.0), 0.9, True), np.full(50, 20.0))
 
 
 def test_agent_scales_rewards_per_task_and_checkpoints_the_statistics(tmp_path):
     agent = brc_agent(gamma=0.0, num_bins=201, v_min=-10.0, v_max=10.0, init_temperature=0.5,
                       target_entropy=-2.0)
-    agent.observe_episodes(np.array([0, 1]), np.array([400.0, 10.0]), np.array([100, 100]))
+    agent.observe_episodes(Episodes.from_rewards([0, 1], [[4.0] * 100, [0.1] * 100]))
     # horizon 1: G = [4, 0.1, -]; lambda = 0.5 * 1 * 2 / 2 = 0.5
     scale = torch.tensor([10 / 4.5, 10 / 0.6, 1.0])
     b = batch()
@@ -145,7 +157,7 @@ def test_agent_scales_rewards_per_task_and_checkpoints_the_statistics(tmp_path):
 
 def test_base_agent_ignores_episodes():
     agent = SAC(6, 2, T, BRONET)
-    agent.observe_episodes(np.array([0]), np.array([1.0]), np.array([5]))  # no-op, no error
+    agent.observe_episodes(Episodes.from_rewards([0], [[1.0] * 5]))  # no-op, no error
     assert "reward_normalizer" not in agent.state_dict()
 
 
@@ -231,7 +243,7 @@ def test_weight_decay_selects_adamw_and_zero_keeps_adam():
                                           ("cagrad", "gradnorm"), ("mean", "famo")])
 def test_categorical_critic_with_each_combiner(actor, critic):
     agent = brc_agent(actor_combiner=actor, critic_combiner=critic)
-    agent.observe_episodes(np.arange(T), np.ones(T) * 50, np.ones(T) * 100)
+    agent.observe_episodes(Episodes.from_rewards(range(T), [[0.5] * 100] * T))
     for seed in range(2):
         metrics = agent.update(batch(seed=seed))
     assert metrics["critic_loss_per_task"].shape == (T,)

@@ -77,3 +77,32 @@ def test_agents_saved_before_the_defaults_changed_load_with_their_old_behaviour(
     agent.save(tmp_path / "a.pt")
     loaded = load_agent(tmp_path / "a.pt")  # saved now: explicit options, nothing upgraded
     assert loaded.actor.network.task_input and loaded.actor.log_std_mode == "clip"
+    assert loaded.tanh_correction == "bounded"
+    assert upgrade_kwargs({"init_temperature": 1.0, "log_std_mode": "clip"})[
+        "tanh_correction"] == "exact"  # saved before the bounded correction became the default
+
+
+def test_tanh_correction_by_hand():
+    from mtrl.agents.policy import squash_correction
+
+    u = torch.tensor([[0.0, 0.5], [20.0, -20.0]])
+    exact = squash_correction(u, "exact")
+    bounded = squash_correction(u, "bounded")
+    by_hand = [math.log(1 - math.tanh(0.5) ** 2), 0.0]
+    assert math.isclose(exact[0].item(), by_hand[0], rel_tol=1e-5)
+    assert math.isclose(bounded[0].item(), math.log(1 + 1e-6) + math.log(
+        1 - math.tanh(0.5) ** 2 + 1e-6), rel_tol=1e-5)
+    # saturated: exact is 2 (log 2 - |u|) per dim, bounded stops at log(1e-6) per dim
+    assert math.isclose(exact[1].item(), 4 * (math.log(2) - 20), rel_tol=1e-5)
+    assert math.isclose(bounded[1].item(), 2 * math.log(1e-6), rel_tol=1e-4)
+
+
+def test_sac_uses_the_configured_tanh_correction():
+    net = {"type": "mlp", "hidden_sizes": [8], "activation": "relu"}
+    mean, log_std = torch.full((1, 2), 12.0), torch.zeros(1, 2)
+    noise = torch.zeros(1, 2)
+    costs = {c: SAC(5, 2, T, net, tanh_correction=c).policy_sample(
+        (mean, log_std), noise, torch.ones(1))[2].item() for c in ("bounded", "exact")}
+    gauss = -2 * 0.5 * math.log(2 * math.pi)
+    assert math.isclose(costs["bounded"], gauss - 2 * math.log(1e-6), rel_tol=1e-3)
+    assert math.isclose(costs["exact"], gauss - 4 * (math.log(2) - 12), rel_tol=1e-4)

@@ -10,6 +10,7 @@ import torch
 
 from mtrl.agents import SAC
 from mtrl.config import load_config
+from mtrl.data import Episodes
 from mtrl.errors import MtrlError
 from mtrl.optim import TaskLoss, build_combiner
 from mtrl.optim.dtp import DTP, dtp_weights
@@ -36,7 +37,7 @@ def test_equal_kappas_give_exactly_the_mean():
     for k in (0.0, 0.3, 0.5, 1.0):
         assert dtp_weights(np.full(4, k)).tolist() == [1.0] * 4
     combiner = DTP(T)
-    combiner.observe_episodes(np.array([0, 1]), np.zeros(2), np.ones(2), np.array([True, True]))
+    combiner.observe_episodes(episodes([0, 1], [True, True]))
     assert combiner.weights.tolist() == [1.0, 1.0]
     param = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
     scale = torch.tensor([1.0, -3.0])  # any sign
@@ -44,6 +45,12 @@ def test_equal_kappas_give_exactly_the_mean():
     got, param.grad = param.grad.clone(), None
     build_combiner("mean", T).backward(param_loss(param, scale))
     assert torch.equal(got, param.grad)
+
+
+def episodes(task_id, success) -> Episodes:
+    """Finished episodes of the given tasks and successes (returns and lengths unused)."""
+    n = len(task_id)
+    return Episodes(np.asarray(task_id, np.int64), np.zeros(n), np.ones(n), np.asarray(success))
 
 
 def param_loss(param: torch.Tensor, scale: torch.Tensor) -> TaskLoss:
@@ -59,18 +66,17 @@ def test_success_rate_ema_and_the_weaker_task_gets_more_weight():
     combiner = DTP(3, smoothing=0.9)
     assert combiner.kappa.tolist() == [0.5] * 3 and combiner.weights.tolist() == [1.0] * 3
     # task 0: 2 of 2 succeed, task 1: 0 of 1, task 2: no episode finished (kappa stays 0.5)
-    combiner.observe_episodes(np.array([0, 1, 0]), np.zeros(3), np.full(3, 50),
-                              np.array([True, False, True]))
+    combiner.observe_episodes(episodes([0, 1, 0], [True, False, True]))
     np.testing.assert_allclose(combiner.kappa, [0.9 * 0.5 + 0.1, 0.9 * 0.5, 0.5])
     assert combiner.episodes.tolist() == [2, 1, 0]
     w = combiner.weights
     assert w[1] > w[2] > w[0]  # lower success rate, more weight
     torch.testing.assert_close(w, torch.tensor(dtp_weights(combiner.kappa), dtype=torch.float32))
-    combiner.observe_episodes(np.array([2]), np.zeros(1), np.ones(1), np.array([0.5]))
+    combiner.observe_episodes(episodes([2], [0.5]))
     assert combiner.kappa[2] == pytest.approx(0.9 * 0.5 + 0.1 * 0.5)
-    # without successes (other callers) nothing changes
+    # no finished episode: nothing changes
     before = combiner.kappa.copy()
-    combiner.observe_episodes(np.array([0]), np.zeros(1), np.ones(1))
+    combiner.observe_episodes(episodes([], []))
     assert combiner.kappa.tolist() == before.tolist()
 
 
@@ -88,7 +94,7 @@ def test_state_dict_round_trip_continues_identically():
     rng = np.random.default_rng(0)
     batches = [(rng.integers(0, 3, 4), rng.random(4) < 0.4) for _ in range(10)]
     for task, success in batches[:5]:
-        a.observe_episodes(task, np.zeros(4), np.ones(4), success)
+        a.observe_episodes(episodes(task, success))
     buffer = io.BytesIO()
     torch.save(a.state_dict(), buffer)
     buffer.seek(0)
@@ -97,8 +103,8 @@ def test_state_dict_round_trip_continues_identically():
     assert b.kappa.tolist() == a.kappa.tolist() and b.episodes.tolist() == a.episodes.tolist()
     assert torch.equal(a.weights, b.weights)
     for task, success in batches[5:]:
-        a.observe_episodes(task, np.zeros(4), np.ones(4), success)
-        b.observe_episodes(task, np.zeros(4), np.ones(4), success)
+        a.observe_episodes(episodes(task, success))
+        b.observe_episodes(episodes(task, success))
         assert b.kappa.tolist() == a.kappa.tolist() and torch.equal(a.weights, b.weights)
     assert not torch.equal(a.weights, torch.ones(3))
 
@@ -107,10 +113,9 @@ def test_sac_forwards_successes_to_both_combiners_and_logs_the_weights():
     spec = {"type": "multihead", "hidden_sizes": [8], "activation": "relu"}
     agent = SAC(6, 2, T, spec, actor_combiner="dtp", critic_combiner="dtp")
     assert not DTP.positive_losses
-    agent.observe_episodes(np.array([0, 1]), np.zeros(2), np.ones(2), np.array([True, False]))
+    agent.observe_episodes(episodes([0, 1], [True, False]))
     for combiner in (agent.actor_combiner, agent.critic_combiner):
         assert combiner.weights[1] > 1.0 > combiner.weights[0]
-    agent.observe_episodes(np.array([0]), np.zeros(1), np.ones(1))  # old callers still work
     state = agent.state_dict()
     fresh = SAC(6, 2, T, spec, actor_combiner="dtp", critic_combiner="dtp")
     fresh.load_state_dict(state)
@@ -139,10 +144,9 @@ def test_training_run_feeds_successes_and_logs_dtp_weights(run_dir, monkeypatch)
     calls = []
     original = DTP.observe_episodes
 
-    def spy(self, task_id, episode_return, episode_length, episode_success=None):
-        calls.append((task_id.copy(), None if episode_success is None
-                      else np.asarray(episode_success).copy()))
-        original(self, task_id, episode_return, episode_length, episode_success)
+    def spy(self, finished):
+        calls.append((finished.task_id.copy(), np.asarray(finished.success).copy()))
+        original(self, finished)
 
     monkeypatch.setattr(DTP, "observe_episodes", spy)
     train(fake_config("agent.actor_combiner=dtp", "agent.critic_combiner=dtp"), run_dir)
