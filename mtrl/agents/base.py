@@ -149,15 +149,19 @@ class Agent(abc.ABC):
 def upgrade_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Constructor arguments saved before a default changed, with the old behaviour made
     explicit: the tanh log-std bounds, a multi-head trunk without the task id, the exact
-    tanh correction."""
+    tanh correction; BroNet's former ``width`` option becomes its ``hidden_sizes``."""
     if "log_std_min" in kwargs and "log_std_mode" not in kwargs:
         kwargs["log_std_mode"] = "tanh"
     if "init_temperature" in kwargs and "tanh_correction" not in kwargs:  # SAC and its kin
         kwargs["tanh_correction"] = "exact"
-    for key in ("network", "shared_network"):
+    for key in ("network", "shared_network", "critic_network"):
         spec = kwargs.get(key)
         if isinstance(spec, dict) and spec.get("type") == "multihead" and "multihead" not in spec:
             kwargs[key] = {**spec, "multihead": {"task_input": False}}
+        bronet = spec.get("bronet") if isinstance(spec, dict) else None
+        if isinstance(bronet, dict) and "width" in bronet:  # BroNet's width is hidden_sizes now
+            kwargs[key] = {**spec, "hidden_sizes": [bronet["width"]],
+                           "bronet": {k: v for k, v in bronet.items() if k != "width"}}
     return kwargs
 
 

@@ -47,16 +47,16 @@ class BroBlock(nn.Module):
 
 @dataclass
 class BroNetOptions:
-    """BroNet (Nauman et al. 2024/2025): residual blocks with LayerNorm; ``hidden_sizes`` unused."""
+    """BroNet (Nauman et al. 2024/2025): residual blocks with LayerNorm. Its width is the
+    network's ``hidden_sizes`` (one width, e.g. ``[4096]``)."""
 
-    width: int = 256  # hidden width (BRC: critic 4096, actor 256)
     num_blocks: int = 1  # residual blocks (BRC: critic 2, actor 1)
     task_input: bool = True  # one-hot task id in the input; False with agent.task_encoding=embedding
 
     def validate(self, key: str) -> None:
         """One-line error naming ``key`` (the section, e.g. ``agent.network.bronet``)."""
-        if self.width <= 0 or self.num_blocks < 0:
-            raise MtrlError(f"{key}: width must be positive and num_blocks >= 0")
+        if self.num_blocks < 0:
+            raise MtrlError(f"{key}: num_blocks must be >= 0, got {self.num_blocks}")
 
 
 @register_network("bronet", options=BroNetOptions)
@@ -65,10 +65,9 @@ class BroNet(nn.Module):
 
     Args:
         in_dim, out_dim, num_tasks: as every mtrl network.
-        hidden_sizes: unused (BroNet's size is ``width`` x ``num_blocks``); accepted so that
-            ``agent.network`` specs stay interchangeable between architectures.
+        hidden_sizes: the width of every layer, one value (``[w]``, or ``w`` repeated; paper:
+            critic 4096, actor 256); the depth is ``num_blocks``.
         activation: the nonlinearity (``relu`` in the paper).
-        width: hidden width (paper: critic 4096, actor 256).
         num_blocks: residual blocks (paper: critic 2, actor 1).
         task_input: concatenate the one-hot task id to the input.
     """
@@ -78,14 +77,17 @@ class BroNet(nn.Module):
         in_dim: int,
         out_dim: int,
         num_tasks: int,
-        hidden_sizes: Sequence[int] = (),
+        hidden_sizes: Sequence[int] = (256,),
         activation: str = "relu",
-        width: int = 256,
         num_blocks: int = 1,
         task_input: bool = True,
     ) -> None:
         super().__init__()
-        del hidden_sizes
+        widths = set(hidden_sizes)
+        if len(widths) != 1:
+            raise MtrlError(f"bronet: every layer has one width, so hidden_sizes must be one "
+                            f"value such as [256], got {list(hidden_sizes)}")
+        (width,) = widths
         self.num_tasks, self.task_input = num_tasks, task_input
         self.stem = nn.Sequential(_dense(in_dim + (num_tasks if task_input else 0), width),
                                   nn.LayerNorm(width), make_activation(activation))

@@ -25,7 +25,7 @@ from conftest import fake_config  # noqa: E402
 T = 3
 SUPPORT = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])
 BRONET = {"type": "bronet", "hidden_sizes": [32], "activation": "relu",
-          "bronet": {"width": 32, "num_blocks": 1, "task_input": False}}
+          "bronet": {"num_blocks": 1, "task_input": False}}
 
 
 def train_fn():
@@ -209,15 +209,18 @@ def test_bronet_block_with_zero_weights_is_the_identity():
 
 
 def test_bronet_shape_task_input_and_registration():
-    net = build_network({**BRONET, "bronet": {"width": 16, "num_blocks": 2, "task_input": True}},
-                        5, 3, T)
+    net = build_network({**BRONET, "hidden_sizes": [16],
+                         "bronet": {"num_blocks": 2, "task_input": True}}, 5, 3, T)
     assert isinstance(net, BroNet) and len(net.blocks) == 2 and net.stem[0].in_features == 5 + T
     x = torch.randn(2, 5)
     out = net(x.expand(2, 5), torch.tensor([0, 1]))
     assert out.shape == (2, 3) and not torch.allclose(out[0], out[1])
-    blind = BroNet(5, 3, T, width=16, task_input=False)
+    blind = BroNet(5, 3, T, [16], task_input=False)
     out = blind(x[:1].expand(2, 5), torch.tensor([0, 1]))
     torch.testing.assert_close(out[0], out[1])
+    assert BroNet(5, 3, T, [16, 16]).stem[0].out_features == 16  # one width, repeated: fine
+    with pytest.raises(MtrlError, match="bronet: .*one value"):
+        BroNet(5, 3, T, [16, 32])
 
 
 def test_bronet_parameter_count_of_the_paper_critic():
@@ -282,7 +285,7 @@ def test_categorical_sac_learns_the_fake_env(run_dir):
 
 MT10_BRC_SMALL = [
     "env.tasks=fake:10", "env.num_workers=2", "env.eval_envs_per_task=2",
-    "agent.network.bronet.width=32", "agent.critic_network.bronet.width=64",
+    "agent.network.hidden_sizes=[32]", "agent.critic_network.hidden_sizes=[64]",
     "agent.critic_network.bronet.num_blocks=1", "agent.num_bins=21",
     "replay.capacity_per_task=1000", "replay.batch_per_task=16",
     "train.steps_per_task=150", "train.warmup_steps_per_task=100", "train.eval_every=150",

@@ -106,3 +106,12 @@ def test_sac_uses_the_configured_tanh_correction():
     gauss = -2 * 0.5 * math.log(2 * math.pi)
     assert math.isclose(costs["bounded"], gauss - 2 * math.log(1e-6), rel_tol=1e-3)
     assert math.isclose(costs["exact"], gauss - 4 * (math.log(2) - 12), rel_tol=1e-4)
+
+
+def test_bronet_saved_with_a_width_option_loads_with_that_width():
+    spec = {"type": "bronet", "hidden_sizes": [400], "activation": "relu",
+            "bronet": {"width": 24, "num_blocks": 1, "task_input": True}}
+    upgraded = upgrade_kwargs({"network": dict(spec), "critic_network": dict(spec)})
+    for key in ("network", "critic_network"):
+        assert upgraded[key]["hidden_sizes"] == [24]
+        assert upgraded[key]["bronet"] == {"num_blocks": 1, "task_input": True}
