@@ -23,20 +23,46 @@ when ``alpha`` changes by less than 1e-5, at most 250 iterations).
 **In mtrl** each task's loss only touches its own rows of the task-balanced batch, so the
 representation gradients of different tasks live on different rows of ``Z`` and are mutually
 orthogonal: the Gram matrix is diagonal and the min-norm point is
-``alpha_t = (1 / |g_t|^2) / sum_s (1 / |g_s|^2)`` (Frank-Wolfe converges to it; tests check
-both). MGDA-UB thus gives more weight to tasks whose loss is flat in ``Z``. The full MGDA of the
-paper (``gradients="parameters"``: the Gram matrix of every shared parameter's task gradients,
+``alpha_t = (1 / |g_t|^2) / sum_s (1 / |g_s|^2)``. Frank-Wolfe converges to it (from the
+best pair, exactly once ``T - 2`` iterations have added the other vertices); the combiner takes
+this limit in closed form (:func:`diagonal_min_norm_weights`) rather than run 50 iterations of
+small kernels (about 12 ms per update on one CPU thread); tests check both. MGDA-UB thus gives
+more weight to tasks whose loss is flat in ``Z``. The full MGDA of the paper
+(``gradients="parameters"``: the Gram matrix of every shared parameter's task gradients,
 from one vmapped pass as for PCGrad) does see conflicts between tasks.
 
-``grad_Z L_t`` is read, row by row, as the gradient of the last shared layer's **bias**
-(``z = x W + b``: the gradient of one row's loss with respect to ``b`` is its gradient with
-respect to ``z``), computed for every row at once with ``vmap`` over single rows (a pass that
-stops at that layer), exact for any architecture. **Cost (known problem):** inside the fused
-twin critics (:class:`~mtrl.nn.Ensemble`, itself a ``vmap``), the nested ``vmap`` materialises
-the critics' weight matrices once per row: on MT10 (3 x 400, 1280 rows, CPU, one thread) an
-update took about 50x the ``mean`` update, against about 1.4x for PCGrad and for
-``gradients="parameters"``. A per-row additive probe on the bias (one forward, one backward to
-``Z``) would cost about one extra forward pass, but needs each layer to accept a row-shaped bias.
+**Which Z, in mtrl.** The paper's ``Z`` is the representation of the whole batch and
+``L_t`` the mean of task ``t``'s loss over it; there every sample carries every task's label,
+so the task gradients overlap row by row. In mtrl task ``t``'s loss is the mean over *its own*
+``b`` rows, so the paper's construction, applied as it stands, gives gradients on disjoint rows
+of ``Z``: the Gram matrix is diagonal (above). That is still the paper's problem (the upper
+bound holds for any ``Z``), so it is what ``representation`` computes. The alternatives are
+not MGDA-UB: the gradient of one ``d``-vector shared by all rows (the layer's bias,
+``sum_r grad_{z_r} L_t``) bounds nothing, because every row has its own Jacobian ``dz_r/dtheta``
+and no common factor comes out; the Gram matrix of the shared parameters' gradients is full
+MGDA (``gradients="parameters"``), where task conflicts do show.
+
+**One backward to Z.** ``Z`` is the pre-activation output of the last shared layer,
+``z_r = x_r W + b``, so ``grad_{z_r} l_r`` is the gradient of a zero *per-row* offset ``delta``
+added to its bias: the forward runs with the bias replaced by ``b + delta`` (one copy of ``b``
+per row, ``delta = 0``), and one backward of ``sum_r l_r`` to ``delta`` (it stops at ``Z``:
+only the layers above ``Z`` are traversed) gives every row's gradient at once, because row
+``r``'s loss only depends on row ``r`` of ``Z``. Then
+``|grad_Z L_t|^2 = sum_{r in t} |grad_{z_r} l_r|^2 / b^2``. The same forward's graph then
+takes the ordinary backward of ``sum_t alpha_t L_t`` (the offset is zero, so the values and
+every parameter gradient are those of the plain forward): an update costs one forward, one
+backward and a backward through the layers above ``Z``, against one forward and one backward
+for ``mean``. Where the per-row bias enters ``Z``'s tensor (after the leading member dimension
+of :class:`~mtrl.nn.Ensemble`, for instance) depends on the architecture: on the first update
+the combiner tries each position on two rows per task and keeps the first that reproduces the
+reference (a ``vmap`` over single rows of the gradient of the bias: exact for any
+architecture, but inside the fused twin critics it re-materialises the critics' weights per
+row, and an MT10 update took 20-50x ``mean``'s on one CPU thread). An architecture whose layer
+takes no row-shaped bias (the cross-stitch network adds its bias per column) keeps the
+reference, with a warning. A task whose rows do not reach ``Z`` (a routing network's task that
+takes "pass" at the last routed depth) has ``grad_Z L_t = 0``: the origin is then in the hull,
+and the min-norm point puts all the weight on such tasks (shared equally), as the paper's
+problem says.
 
 Gradient normalisation before the solve, as in the authors' code (``gradient_normalizers``):
 ``none`` (the paper's algorithm, default), ``l2`` (``g_t / |g_t|``), ``loss`` (``g_t / L_t``),
@@ -46,7 +72,9 @@ Gradient normalisation before the solve, as in the authors' code (``gradient_nor
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -108,13 +136,51 @@ def min_norm_weights(gram: Tensor, iterations: int = 50, active: Tensor | None =
     return torch.where(active.any(), alpha, uniform)
 
 
+def probe_forward(row_loss: Callable[..., Any], params: dict[str, Tensor],
+                  rows: tuple[Tensor, ...], bias: str, dim: int,
+                  split: Callable[[Any], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """The rows' losses ``(n,)`` with the bias ``bias`` replaced by ``b + delta``: one copy of
+    ``b`` per row (the row dimension inserted at ``dim``) plus a zero ``delta`` that requires
+    grad. The values and the parameters' gradients are those of the plain forward; the
+    gradient of ``delta`` holds each row's gradient of the layer's output. Returns
+    ``(loss_rows, delta)``."""
+    b = params[bias]
+    shape = list(b.shape)
+    shape.insert(dim, rows[0].shape[0])
+    delta = torch.zeros(shape, dtype=b.dtype, device=b.device, requires_grad=True)
+    out = row_loss({**params, bias: b.unsqueeze(dim) + delta}, *rows)
+    if split is not None:
+        return split(out), delta
+    return (out[0] if isinstance(out, tuple) else out), delta
+
+
+def row_square_norms(grad_rows: Tensor, dim: int) -> Tensor:
+    """``(n,)`` squared norms of each row's slice of a probe's gradient (rows at ``dim``)."""
+    return grad_rows.movedim(dim, 0).reshape(grad_rows.shape[dim], -1).pow(2).sum(1)
+
+
+def diagonal_min_norm_weights(diag: Tensor, active: Tensor | None = None) -> Tensor:
+    """The exact min-norm weights for mutually orthogonal vectors (a diagonal Gram matrix with
+    diagonal ``diag (T,)``): ``alpha_t = (1 / d_t) / sum_s (1 / d_s)`` over the active vectors,
+    the point Frank-Wolfe (:func:`min_norm_weights`) converges to. Zero vectors (the hull
+    holds the origin) share the weight equally; inactive ones get 0; none active: uniform."""
+    num = diag.shape[0]
+    if active is None:
+        active = torch.ones(num, dtype=torch.bool, device=diag.device)
+    d = torch.where(active, diag.clamp_min(0.0), torch.zeros_like(diag))
+    d = d / d.max().clamp_min(_TINY)  # scale-invariant; in [0, 1]
+    inv = torch.where(active, 1.0 / d.clamp_min(_TINY), torch.zeros_like(d))
+    uniform = torch.full_like(d, 1.0 / num)
+    return torch.where(active.any(), inv / inv.sum().clamp_min(_TINY), uniform)
+
+
 @dataclass
 class MGDAOptions:
     """MGDA-UB (Sener & Koltun 2018): min-norm point of the task gradients (Frank-Wolfe)."""
 
     gradients: str = "representation"  # representation (MGDA-UB) | parameters (full MGDA)
     normalization: str = "none"  # none | l2 | loss | loss+ (loss*: positive losses)
-    iterations: int = 50  # Frank-Wolfe iterations per update (>= T - 2: exact when diagonal)
+    iterations: int = 50  # Frank-Wolfe iterations per update (parameters; representation: exact)
     layer: str = ""  # the last shared layer's weight name; empty = the architecture's
 
 
@@ -128,7 +194,9 @@ class MGDA(TaskGradientCombiner):
             shared layer's output) or ``parameters`` (MGDA: gradients of every shared
             parameter, one vmapped pass as for PCGrad).
         normalization: ``none`` | ``l2`` | ``loss`` | ``loss+`` (the authors' code).
-        iterations: Frank-Wolfe iterations per update (after the best-pair start).
+        iterations: Frank-Wolfe iterations per update (after the best-pair start), for
+            ``gradients="parameters"``; ``representation``'s Gram matrix is diagonal and its
+            min-norm point, Frank-Wolfe's limit, is taken in closed form.
         layer: the last shared layer's weight name among the loss's parameters; empty = the
             architecture's (``TaskLoss.shared_layer``), as for GradNorm. Its bias gives ``Z``.
     """
@@ -150,6 +218,8 @@ class MGDA(TaskGradientCombiner):
         self.positive_losses = normalization in ("loss", "loss+")  # type: ignore[misc]
         self.register_buffer("weights", torch.full((num_tasks,), 1.0 / num_tasks),
                              persistent=False)
+        # bias name and shape -> position of the row dimension in its probe (None: reference)
+        self._probe_dims: dict[tuple[str, tuple[int, ...]], int | None] = {}
 
     # ------------------------------------------------------------------ the representation
     def representation_bias(self, loss: TaskLoss) -> str:
@@ -174,20 +244,89 @@ class MGDA(TaskGradientCombiner):
     def representation_gram(self, loss: TaskLoss) -> tuple[Tensor, Tensor]:
         """Per-task losses ``(T,)`` and the Gram matrix of ``grad_Z L_t`` (scaled by
         ``T * loss.weights``). Rows of different tasks are disjoint, so it is diagonal."""
+        values, gram = self.representation(loss)
+        return values.detach(), gram
+
+    def representation(self, loss: TaskLoss) -> tuple[Tensor, Tensor]:
+        """The loss vector ``(T,)`` *with* its autograd graph (as :meth:`TaskLoss.values`,
+        masked tasks detached) and the Gram matrix of ``grad_Z L_t``, from one forward and
+        one backward to ``Z`` (the row probe, module docstring); the reference per-row
+        ``vmap`` where the architecture takes no probe."""
+        bias = self.representation_bias(loss)
+        dim = self.probe_dim(loss, bias)
+        if dim is None:
+            losses, gram = self.representation_gram_reference(loss)
+            return loss.values(), gram
+        loss_rows, delta = probe_forward(loss.row_loss, loss.params, loss.rows, bias, dim,
+                                         split=loss._split)
+        (grad_rows,) = torch.autograd.grad(loss_rows.sum(), delta, retain_graph=True)
+        values = loss_rows.view(self.num_tasks, -1).mean(1)
+        if loss.task_mask is not None:
+            values = torch.where(loss.task_mask(values.detach()), values.detach(), values)
+        return values, self._gram(row_square_norms(grad_rows, dim), loss)
+
+    def representation_gram_reference(self, loss: TaskLoss) -> tuple[Tensor, Tensor]:
+        """:meth:`representation_gram` from a ``vmap`` over single rows of the gradient of the
+        last shared layer's bias (exact for any architecture, slow in an ensemble)."""
         bias = self.representation_bias(loss)
         num_rows = loss.rows[0].shape[0]
         per_row = TaskLoss(loss.row_loss, loss.params, loss.rows, num_rows)
         row_losses, grads = per_row.task_gradients([bias])
-        rows_per_task = num_rows // self.num_tasks
-        # L_t = mean of its rows: grad_{z_r} L_t = grad_{z_r} l_r / b for the rows r of task t
-        sq = grads[bias].reshape(self.num_tasks, -1).pow(2).sum(1) / rows_per_task ** 2
+        sq = grads[bias].reshape(num_rows, -1).pow(2).sum(1)
+        losses = row_losses.view(self.num_tasks, -1).mean(1)
+        return losses, self._gram(sq, loss)
+
+    def _gram(self, row_sq: Tensor, loss: TaskLoss) -> Tensor:
+        """``diag(|grad_Z L_t|^2)`` scaled by ``T * loss.weights`` from the rows' squared norms
+        ``|grad_{z_r} l_r|^2`` (L_t is the mean of its ``b`` rows)."""
+        rows_per_task = row_sq.shape[0] // self.num_tasks
+        sq = row_sq.view(self.num_tasks, rows_per_task).sum(1) / rows_per_task ** 2
         scale = loss.weights * self.num_tasks
-        losses = row_losses.view(self.num_tasks, rows_per_task).mean(1)
-        return losses, torch.diag(sq * scale * scale)
+        return torch.diag(sq * scale * scale)
+
+    def probe_dim(self, loss: TaskLoss, bias: str) -> int | None:
+        """Where the row dimension goes in the bias's probe (``None``: no position works, use
+        the reference), found once per bias on two rows per task (module docstring)."""
+        param = loss.params[bias]
+        key = (bias, tuple(param.shape))
+        if key in self._probe_dims:
+            return self._probe_dims[key]
+        rows_per_task = loss.rows[0].shape[0] // self.num_tasks
+        keep = min(2, rows_per_task)
+        sub = tuple(r.reshape(self.num_tasks, rows_per_task, *r.shape[1:])[:, :keep]
+                    .reshape(self.num_tasks * keep, *r.shape[1:]) for r in loss.rows)
+        reference = TaskLoss(loss.row_loss, loss.params, sub, self.num_tasks * keep)
+        _, grads = reference.task_gradients([bias])
+        want = grads[bias].detach()
+        scale = float(want.abs().max())  # 0: no gradient reaches Z on these rows (e.g. every
+        # task routes around the layer): any position that runs agrees, so decide again later
+        found = None
+        for dim in range(param.dim()):
+            try:
+                loss_rows, delta = probe_forward(loss.row_loss, loss.params, sub, bias, dim)
+                if loss_rows.shape != (sub[0].shape[0],):
+                    continue
+                (got,) = torch.autograd.grad(loss_rows.sum(), delta, allow_unused=True)
+            except (RuntimeError, ValueError, IndexError, TypeError):
+                continue
+            if got is not None and got.movedim(dim, 0).shape == want.shape and bool(
+                    (got.movedim(dim, 0) - want).abs().max() <= 1e-4 * scale):
+                found = dim
+                break
+        if scale == 0.0:
+            return found
+        if found is None:
+            warnings.warn(f"mgda: the last shared layer's bias '{bias}' takes no per-row probe "
+                          "in this architecture; the representation gradients use the per-row "
+                          "vmap (exact, much slower)", stacklevel=3)
+        self._probe_dims[key] = found
+        return found
 
     # ------------------------------------------------------------------------- weights
-    def solve(self, gram: Tensor, losses: Tensor, loss: TaskLoss) -> Tensor:
-        """The min-norm weights (sum one) for this update's Gram matrix and losses."""
+    def solve(self, gram: Tensor, losses: Tensor, loss: TaskLoss,
+              diagonal: bool = False) -> Tensor:
+        """The min-norm weights (sum one) for this update's Gram matrix and losses;
+        ``diagonal``: the Gram matrix is diagonal (``representation``), solved exactly."""
         norms = gram.diagonal().clamp_min(0.0).sqrt()
         if self.normalization == "l2":
             divisor = norms
@@ -200,7 +339,10 @@ class MGDA(TaskGradientCombiner):
         divisor = divisor.clamp_min(_TINY)
         normalized = gram / (divisor.unsqueeze(0) * divisor.unsqueeze(1))
         active = None if loss.task_mask is None else ~loss.task_mask(losses)
-        w = min_norm_weights(normalized, self.iterations, active)
+        if diagonal:  # orthogonal gradients: Frank-Wolfe's limit in closed form (no loop)
+            w = diagonal_min_norm_weights(normalized.diagonal(), active)
+        else:
+            w = min_norm_weights(normalized, self.iterations, active)
         self.weights.copy_(w)
         return w
 
@@ -212,9 +354,8 @@ class MGDA(TaskGradientCombiner):
     def backward(self, loss: TaskLoss) -> Tensor:
         if self.gradients == "parameters":
             return super().backward(loss)
-        losses, gram = self.representation_gram(loss)
-        w = self.solve(gram, losses, loss)
-        values = loss.values()
+        values, gram = self.representation(loss)
+        w = self.solve(gram, values.detach(), loss, diagonal=True)
         (values * (w * loss.weights * self.num_tasks)).sum().backward()
         return values.detach()
 
