@@ -101,6 +101,9 @@ class AgentConfig:
     task_embedding_dim: int = 32
     reward_normalization: bool = False  # per-task reward scale v_max / (G_i + lambda_i)
     weight_decay: float = 0.0  # > 0: AdamW on actor and critic (0: Adam)
+    # torch.compile the update's pieces (sac; combiners mean | pcgrad | cagrad; see
+    # mtrl/agents/compiled.py); other combinations are refused at construction
+    compile: bool = False
 
 
 @dataclass

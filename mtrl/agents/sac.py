@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from mtrl.agents.base import Agent
+from mtrl.agents.compiled import CompiledUpdate
 from mtrl.agents.brc import (EmbeddedActor, EmbeddedCritic, RewardNormalizer,
                              categorical_projection)
 from mtrl.agents.policy import TANH_CORRECTIONS, TanhGaussianPolicy, rsample
@@ -96,6 +97,8 @@ class SAC(Agent):
             learned ``task_embedding_dim``-d unit vector appended to actor and critic inputs).
         reward_normalization: per-task reward scales from completed episodes (BRC).
         weight_decay: AdamW's decoupled weight decay on actor and critic (0: Adam).
+        compile: run the update's pieces compiled with ``torch.compile``
+            (:mod:`mtrl.agents.compiled`; combinations it cannot compile are refused).
         seed: seeds parameter initialisation and the agent's sampling noise.
     """
 
@@ -139,6 +142,7 @@ class SAC(Agent):
         task_embedding_dim: int = 32,
         reward_normalization: bool = False,
         weight_decay: float = 0.0,
+        compile: bool = False,
         device: str = "cpu",
         seed: int = 0,
     ) -> None:
@@ -230,6 +234,7 @@ class SAC(Agent):
         self._critic_shared_layer = last_shared_weight_name(self.critic)
         self._actor_mask = task_loss_mask(self.actor)
         self._critic_mask = task_loss_mask(self.critic)
+        self.compiled = CompiledUpdate(self) if compile else None
 
     def make_actor(self, network: dict[str, Any], obs_dim: int, act_dim: int, num_tasks: int,
                    log_std_min: float, log_std_max: float, log_std_mode: str) -> nn.Module:
@@ -295,14 +300,17 @@ class SAC(Agent):
         lower = (probs * self.support).sum(-1).argmin(0)  # (n,)
         return probs.gather(0, lower.view(1, -1, 1).expand(1, *probs.shape[1:])).squeeze(0)
 
-    def critic_targets(self, batch: Batch) -> Tensor:
+    def policy_noise(self, rows: int) -> Tensor:
+        """``(rows, act_dim)`` standard-normal noise from the agent's generator."""
+        return torch.randn(rows, self.act_dim, device=self.device, generator=self.generator)
+
+    def critic_targets(self, batch: Batch, noise: Tensor | None = None) -> Tensor:
         """Soft Bellman targets ``(T*b,)`` (categorical: projected target distributions
-        ``(T*b, num_bins)``); bootstraps through truncations."""
+        ``(T*b, num_bins)``); bootstraps through truncations. ``noise``: the next actions'
+        standard-normal noise ``(T*b, act_dim)`` (default: drawn from the agent's generator)."""
         with torch.no_grad():
-            noise = torch.randn(
-                batch.next_obs.shape[0], self.act_dim, device=self.device,
-                generator=self.generator,
-            )
+            if noise is None:
+                noise = self.policy_noise(batch.next_obs.shape[0])
             alpha = self.log_alpha.exp()[batch.task_id]
             next_action, next_cost, _ = self.policy_sample(
                 self.actor(batch.next_obs, batch.task_id), noise, alpha
@@ -341,13 +349,13 @@ class SAC(Agent):
             self._critic_mask,
         )
 
-    def actor_loss(self, batch: Batch) -> TaskLoss:
-        """Per-task policy loss; the critic enters as constants. Aux output: log pi."""
+    def actor_loss(self, batch: Batch, noise: Tensor | None = None) -> TaskLoss:
+        """Per-task policy loss; the critic enters as constants. Aux output: log pi.
+        ``noise``: the actions' standard-normal noise (default: from the agent's generator)."""
         critic_state = {k: v.detach() for k, v in self.critic.named_parameters()}
         alpha = self.log_alpha.detach().exp()[batch.task_id]
-        noise = torch.randn(
-            batch.obs.shape[0], self.act_dim, device=self.device, generator=self.generator
-        )
+        if noise is None:
+            noise = self.policy_noise(batch.obs.shape[0])
 
         popart_rows: tuple[Tensor, ...] = ()
         if self.popart is not None:
@@ -399,6 +407,8 @@ class SAC(Agent):
                 observe(episodes)
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
+        if self.compiled is not None:  # the same update, its pieces compiled
+            return self.compiled.update(batch)
         metrics: dict[str, Tensor] = {}
         scale = self.reward_scale()
         if scale is not None:
@@ -450,12 +460,16 @@ class SAC(Agent):
         return {"actor_loss": actor_losses.mean(), "entropy": -log_prob.mean(),
                 "alpha": self.log_alpha.detach().exp(), **metrics}
 
-    def temperature_step(self, log_prob: Tensor) -> None:
-        """Move each task's temperature toward its entropy target (``log_prob``: (T,) means)."""
+    def temperature_loss(self, log_prob: Tensor) -> Tensor:
+        """The temperatures' loss given each task's mean ``log_prob`` ``(T,)``."""
         gap = log_prob + self.target_entropy
         # per task: each temperature its task's mean; shared: one temperature, all rows' mean
-        alpha_loss = -(self.log_alpha * gap).mean() if self.shared_temperature else \
+        return -(self.log_alpha * gap).mean() if self.shared_temperature else \
             -(self.log_alpha * gap).sum()
+
+    def temperature_step(self, log_prob: Tensor) -> None:
+        """Move each task's temperature toward its entropy target (``log_prob``: (T,) means)."""
+        alpha_loss = self.temperature_loss(log_prob)
         self.alpha_optimizer.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_optimizer.step()

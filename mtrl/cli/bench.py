@@ -11,8 +11,9 @@ from mtrl.cli.common import DEVICES
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure throughput against peers (table + JSON)",
                        description="Env steps/s vs gymnasium and raw physics, update time vs "
-                                   "stable-baselines3 and the matmul rate, end-to-end "
-                                   "training rate and peak memory. Ratios > 1: mtrl faster.")
+                                   "stable-baselines3, compiled vs eager and the matmul "
+                                   "rate, end-to-end training rate and peak memory. "
+                                   "Ratios > 1: mtrl (or the compiled update) faster.")
     p.add_argument("--quick", action="store_true", help="short measurements (~2 minutes)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument("--device", choices=DEVICES, default="auto")

@@ -168,6 +168,43 @@ def sb3_update_seconds(num_tasks: int, batch_per_task: int = 128,
     return (time.perf_counter() - start) / repeats
 
 
+def compiled_vs_eager_update(num_tasks: int, batch_per_task: int = 128,
+                             hidden_sizes: tuple[int, ...] = (400, 400, 400),
+                             network: str = "multihead", repeats: int = 10, rounds: int = 3,
+                             device: str = "cpu", obs_dim: int = 39, act_dim: int = 4,
+                             **agent_options: Any) -> dict[str, float]:
+    """Seconds per SAC update (sampling included) of an eager and a compiled
+    (``agent.compile=true``) agent, side by side: ``rounds`` alternating rounds of ``repeats``
+    updates each, on the same replay. The compiled agent's first two updates compile its
+    pieces (the optimizers' steps compile at their second step); they are timed apart as
+    ``compile_seconds`` and excluded from ``compiled_seconds``."""
+    from mtrl.agents import SAC
+
+    spec = {"type": network, "hidden_sizes": list(hidden_sizes), "activation": "relu"}
+    agents = {mode: SAC(obs_dim, act_dim, num_tasks, spec, device=device,
+                        compile=mode == "compiled", **agent_options)
+              for mode in ("eager", "compiled")}
+    replay = _filled_replay(num_tasks, obs_dim, act_dim, agents["eager"].device)
+
+    def steps(mode: str) -> Callable[[], None]:
+        def step() -> None:
+            agents[mode].update(replay.sample(batch_per_task))
+            if agents[mode].device.type == "cuda":
+                torch.cuda.synchronize()
+        return step
+
+    start = time.perf_counter()
+    for _ in range(2):
+        steps("compiled")()
+    compile_seconds = time.perf_counter() - start
+    total = {"eager": 0.0, "compiled": 0.0}
+    for round_ in range(rounds):
+        for mode in total:
+            total[mode] += _timed(steps(mode), repeats, warmup=2 if round_ == 0 else 0)
+    return {"eager_seconds": total["eager"] / rounds,
+            "compiled_seconds": total["compiled"] / rounds, "compile_seconds": compile_seconds}
+
+
 def matmul_flops_per_s(batch: int, width: int, repeats: int = 20, device: str = "cpu") -> float:
     """FLOP/s of a plain ``(batch, width) @ (width, width)`` matmul: the machine's rate at
     the update's shapes."""
@@ -295,6 +332,11 @@ def run_suite(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
             tasks, repeats=repeats, device=device)
     out["update_vs_sb3"] = out["mt10_sb3_update_ms"] / out["mt10_update_ms"]
     out["mt50_update_vs_sb3"] = out["mt50_sb3_update_ms"] / out["mt50_update_ms"]
+    compiled = compiled_vs_eager_update(10, repeats=repeats, device=device)
+    out["mt10_update_eager_ms"] = 1e3 * compiled["eager_seconds"]
+    out["mt10_update_compiled_ms"] = 1e3 * compiled["compiled_seconds"]
+    out["mt10_update_compile_s"] = compiled["compile_seconds"]  # one-off, not in the ratio
+    out["update_compiled_vs_eager"] = compiled["eager_seconds"] / compiled["compiled_seconds"]
     out["matmul_gflops"] = matmul_flops_per_s(1280, 400, device=device) / 1e9
     out["update_vs_matmul_rate"] = (out["mt10_update_gflop"] / out["mt10_update_ms"] * 1e3
                                     / out["matmul_gflops"])
