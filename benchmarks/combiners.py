@@ -5,11 +5,16 @@ task (MT10: batch 1280, MT50: batch 6400). Updates of the variants are interleav
 round, so that a slow spell of a shared machine hits every variant alike; the figure per
 variant is the median (and the minimum) update time and its ratio to `mean` in the same run.
 Combiners for positive losses (gradnorm, uncertainty, famo, dwa) run on the critic, the actor
-keeps `mean`; the others run on both.
+keeps `mean`; the others run on both. `mgda` is MGDA-UB (representation gradients, one extra
+backward above the last shared layer), `mgda_parameters` full MGDA on the shared parameters'
+task gradients; `dtp` has no finished episodes here, so its KPIs stay at their start (the
+update's cost does not depend on them).
 
     python benchmarks/combiners.py --tasks 10 --rounds 20
     python benchmarks/combiners.py --tasks 10 50 --variants mean pcgrad --device cuda
     python benchmarks/combiners.py --threads 1 --clock cpu   # on a busy shared CPU machine
+    OMP_NUM_THREADS=1 python benchmarks/combiners.py --tasks 10 50 --threads 1 --clock cpu \
+        --json benchmarks/results_combiners_cpu_2core.json   # the saved results
 
 Prints one JSON object.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -30,7 +36,9 @@ from mtrl.optim import COMBINERS
 
 OBS, ACT = 39, 4
 VARIANTS = ["mean", "pcgrad", "cagrad", "gradnorm", "uncertainty", "famo", "fixed", "mgda",
-            "dwa", "popart"]
+            "mgda_parameters", "dwa", "dtp", "popart"]
+OPTIONS = {"mgda_parameters": ("mgda", {"gradients": "parameters"})}
+"""Variants that are a combiner with options: variant -> (combiner, its options)."""
 
 
 def make_agent(variant: str, num_tasks: int, hidden: list[int], device: str) -> SAC:
@@ -38,9 +46,12 @@ def make_agent(variant: str, num_tasks: int, hidden: list[int], device: str) -> 
     network = {"type": "multihead", "hidden_sizes": hidden, "activation": "relu"}
     if variant == "popart":
         return SAC(OBS, ACT, num_tasks, network, popart=True, device=device)
-    actor = "mean" if COMBINERS[variant].positive_losses else variant
+    combiner, extra = OPTIONS.get(variant, (variant, {}))
+    actor = "mean" if COMBINERS[combiner].positive_losses else combiner
     options = {"fixed": {"weights": [1.0] * num_tasks}}
-    return SAC(OBS, ACT, num_tasks, network, actor_combiner=actor, critic_combiner=variant,
+    if extra:
+        options[combiner] = extra
+    return SAC(OBS, ACT, num_tasks, network, actor_combiner=actor, critic_combiner=combiner,
                combiners=options, device=device)
 
 
@@ -94,7 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, nargs="+", default=[10])
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, nargs="+", default=[20],
+                        help="timed rounds: one value, or one per --tasks entry")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--per-task", type=int, default=128)
     parser.add_argument("--hidden", type=int, nargs="+", default=[400, 400, 400])
@@ -103,23 +115,33 @@ def main() -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: process CPU time, robust to other load on a shared CPU "
                              "machine (use with --threads 1)")
+    parser.add_argument("--json", default=None, help="also write the JSON to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = args.variants if "mean" in args.variants else ["mean", *args.variants]
-    results = [measure(t, variants, args.rounds, args.warmup, args.per_task, args.hidden,
-                       args.device, args.clock) for t in args.tasks]
-    print(json.dumps({
+    if len(args.rounds) not in (1, len(args.tasks)):
+        parser.error("--rounds: one value, or one per --tasks entry")
+    rounds = args.rounds * len(args.tasks) if len(args.rounds) == 1 else args.rounds
+    results = [{**measure(t, variants, r, args.warmup, args.per_task, args.hidden, args.device,
+                          args.clock), "rounds": r} for t, r in zip(args.tasks, rounds)]
+    text = json.dumps({
         "benchmark": "sac_update_per_combiner",
         "device": args.device,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "clock": args.clock,
         "machine": platform.processor() or platform.machine(),
         "hidden": args.hidden,
-        "rounds": args.rounds,
+        "rounds": args.rounds[0] if len(args.rounds) == 1 else args.rounds,
+        "warmup": args.warmup,
         "results": results,
-    }, indent=2))
+    }, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":
