@@ -91,13 +91,17 @@ class RewardNormalizer(nn.Module):
                 truncated: np.ndarray) -> None:
         """Update ``G`` with completed episodes: their tasks, per-step rewards and whether
         each ended at the time limit (one entry per episode)."""
-        for task, episode, cut in zip(np.asarray(task_id, dtype=np.int64), rewards,
-                                      np.asarray(truncated, dtype=bool)):
-            if len(episode) == 0:
-                continue
-            value = float(np.abs(discounted_values(episode, self.gamma, bool(cut))).max())
-            self.max_value[task] = max(self.max_value[task].item(), value)
-            self.seen[task] = True
+        pairs = [(task, np.abs(discounted_values(episode, self.gamma, bool(cut))).max())
+                 for task, episode, cut in zip(np.asarray(task_id, dtype=np.int64), rewards,
+                                               np.asarray(truncated, dtype=bool))
+                 if len(episode)]
+        if not pairs:
+            return
+        task = torch.tensor([t for t, _ in pairs], device=self.seen.device)
+        value = torch.tensor([v for _, v in pairs], dtype=self.max_value.dtype,
+                             device=self.seen.device)
+        self.max_value.scatter_reduce_(0, task, value, "amax")  # on the device: no host sync
+        self.seen[task] = True
 
     def scale(self, alpha: Tensor, target_entropy: float) -> Tensor:
         """``(T,)`` reward multipliers given the tasks' temperatures ``alpha (T,)``."""

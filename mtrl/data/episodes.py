@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,8 +20,14 @@ class Episodes:
     returns: np.ndarray  # (n,) undiscounted
     lengths: np.ndarray  # (n,)
     success: np.ndarray  # (n,) bool: succeeded at any step
-    truncated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (n,) bool
-    rewards: tuple[np.ndarray, ...] = ()
+    truncated: np.ndarray  # (n,) bool
+    rewards: tuple[np.ndarray, ...]  # n arrays
+
+    def __post_init__(self) -> None:
+        sizes = {len(self.task_id), len(self.returns), len(self.lengths), len(self.success),
+                 len(self.truncated), len(self.rewards)}
+        if len(sizes) != 1:
+            raise ValueError(f"Episodes: fields of different lengths {sorted(sizes)}")
 
     def __len__(self) -> int:
         return len(self.task_id)

@@ -50,7 +50,8 @@ def test_equal_kappas_give_exactly_the_mean():
 def episodes(task_id, success) -> Episodes:
     """Finished episodes of the given tasks and successes (returns and lengths unused)."""
     n = len(task_id)
-    return Episodes(np.asarray(task_id, np.int64), np.zeros(n), np.ones(n), np.asarray(success))
+    return Episodes(np.asarray(task_id, np.int64), np.zeros(n), np.ones(n), np.asarray(success),
+                    np.ones(n, bool), tuple(np.zeros(1) for _ in range(n)))
 
 
 def param_loss(param: torch.Tensor, scale: torch.Tensor) -> TaskLoss:
