@@ -160,8 +160,10 @@ def upgrade_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
             kwargs[key] = {**spec, "multihead": {"task_input": False}}
         bronet = spec.get("bronet") if isinstance(spec, dict) else None
         if isinstance(bronet, dict) and "width" in bronet:  # BroNet's width is hidden_sizes now
-            kwargs[key] = {**spec, "hidden_sizes": [bronet["width"]],
-                           "bronet": {k: v for k, v in bronet.items() if k != "width"}}
+            spec = {**spec, "bronet": {k: v for k, v in bronet.items() if k != "width"}}
+            if spec.get("type") == "bronet":  # other networks keep their own hidden_sizes
+                spec["hidden_sizes"] = [bronet["width"]]
+            kwargs[key] = spec
     return kwargs
 
 

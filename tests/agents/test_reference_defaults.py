@@ -115,3 +115,13 @@ def test_bronet_saved_with_a_width_option_loads_with_that_width():
     for key in ("network", "critic_network"):
         assert upgraded[key]["hidden_sizes"] == [24]
         assert upgraded[key]["bronet"] == {"num_blocks": 1, "task_input": True}
+
+
+def test_other_networks_saved_with_the_old_bronet_width_keep_their_hidden_sizes():
+    # every config before the change carried bronet.width (256 by default), whatever the type
+    spec = {"type": "multihead", "hidden_sizes": [256, 256], "activation": "relu",
+            "multihead": {"task_input": True},
+            "bronet": {"width": 256, "num_blocks": 1, "task_input": True}}
+    upgraded = upgrade_kwargs({"network": dict(spec)})
+    assert upgraded["network"]["hidden_sizes"] == [256, 256]
+    assert upgraded["network"]["bronet"] == {"num_blocks": 1, "task_input": True}
