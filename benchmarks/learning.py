@@ -1,9 +1,10 @@
 """Learning benchmark: mtrl side by side with stable-baselines3, same sizes, budget and seeds.
 
     python benchmarks/learning.py [--quick] [--json FILE] [--out DIR] [--jobs N] [--seeds N]
+                                  [--suites single,multitask,peer] [--peer-out DIR]
                                   [--mtrl-set KEY=VALUE ...]
 
-Two suites, every run evaluated at its end (the **final** evaluation, not a maximum over
+Three suites, every run evaluated at its end (the **final** evaluation, not a maximum over
 time) with the official Meta-World protocol (deterministic actions, 50 episodes per task on
 the benchmark's 50 goals, success = success at any step):
 
@@ -14,6 +15,12 @@ the benchmark's 50 goals, success = success at any step):
   at the same steps and updates per task (each update of the multi-task agent uses
   ``batch_per_task`` rows of every task, as each expert's update uses ``batch_per_task`` rows).
   The experts of the tasks that are also single-task tasks are those runs (same settings).
+* ``peer``: the same algorithm in both libraries on ``PEER_TASKS`` at once: MT-SAC, one
+  network on the observation and the one-hot task id, one temperature for all tasks. mtrl:
+  ``agent.network.type=mlp agent.shared_temperature=true``; SB3: its SAC on the tasks' envs
+  stepped together (a ``VecEnv`` with one-hot observations, :func:`sb3_multitask_vec_env`),
+  one update per vector step on ``batch_per_task`` x tasks rows drawn uniformly from its one
+  buffer (mtrl draws ``batch_per_task`` rows of each task), ``steps`` x tasks transitions.
 
 Settings shared by both libraries (``SETTINGS``): 2 x 256 ReLU networks (SB3's default size;
 3 x 400 costs 3x the compute on the 2-core machine these figures come from), batch 128
@@ -30,7 +37,9 @@ over seeds, wall-clock seconds per run, and the ratios
 * ``multitask_success_ratio_vs_experts``: multi-head SAC's mean success / the experts' mean;
 * ``wallclock_ratio_vs_sb3``: mtrl's mean wall-clock per single-task run / SB3's (< 1: mtrl
   is faster);
-* ``multitask_wallclock_ratio_vs_experts``: one multi-task run / the experts' summed time.
+* ``multitask_wallclock_ratio_vs_experts``: one multi-task run / the experts' summed time;
+* ``multitask_peer_success_ratio_vs_sb3``, ``multitask_peer_wallclock_ratio_vs_sb3``: the peer
+  suite's mtrl / SB3 mean success and mean wall-clock per run.
 
 Finished runs are kept in ``--out`` (one directory each) and reused when the benchmark is run
 again, so an interrupted benchmark continues where it stopped; ``--report-only`` writes the
@@ -41,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -57,6 +67,9 @@ import numpy as np
 # is negative, the trap a near-deterministic initial policy falls into (issue 14)
 SINGLE_TASKS = ["reach-v3", "drawer-close-v3"]
 MULTI_TASKS = ["reach-v3", "drawer-close-v3", "window-open-v3", "button-press-topdown-v3"]
+# the peer suite (MT-SAC in both libraries): two tasks, so that 3 seeds of both fit in an hour
+# of the 2-core machine; drawer-close is where multi-task SAC collapses (see the README)
+PEER_TASKS = ["reach-v3", "drawer-close-v3"]
 SETTINGS: dict[str, Any] = {
     "hidden_sizes": [256, 256], "batch_per_task": 128, "lr": 3e-4, "gamma": 0.99,
     "tau": 0.005, "warmup_steps": 2000, "steps": 30_000, "eval_episodes": 50,
@@ -77,11 +90,13 @@ class Run:
     library: str  # mtrl | sb3
     tasks: tuple[str, ...]
     seed: int
+    method: str = ""  # "" (single task, or mtrl's multi-head SAC) | "mtsac" (the peer suite)
 
     @property
     def name(self) -> str:
         label = "mt" + str(len(self.tasks)) if len(self.tasks) > 1 else self.tasks[0]
-        return f"{self.library}_{label}_s{self.seed}"
+        library = f"{self.library}-{self.method}" if self.method else self.library
+        return f"{library}_{label}_s{self.seed}"
 
 
 def run_one(run: Run, settings: dict[str, Any], out: str) -> dict[str, Any]:
@@ -126,7 +141,9 @@ def _train_mtrl(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, 
     from mtrl.training.loop import train
 
     tasks = f"MT1:{run.tasks[0]}" if len(run.tasks) == 1 else ",".join(run.tasks)
-    network = "mlp" if len(run.tasks) == 1 else "multihead"
+    network = "mlp" if len(run.tasks) == 1 or run.method == "mtsac" else "multihead"
+    # MT-SAC as SB3 can run it: one network on obs + one-hot, one temperature for all tasks
+    mtsac = ["agent.shared_temperature=true"] if run.method == "mtsac" else []
     lr = settings["lr"]
     capacity = settings["buffer"] // len(run.tasks)
     config = load_config(None, [
@@ -136,12 +153,14 @@ def _train_mtrl(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, 
         f"agent.gamma={settings['gamma']}", f"agent.tau={settings['tau']}",
         f"agent.init_temperature={settings['init_temperature']}",
         f"replay.capacity_per_task={min(capacity, settings['steps'])}",
-        *_common(settings, run.seed), *settings["mtrl_overrides"],
+        *_common(settings, run.seed), *mtsac, *settings["mtrl_overrides"],
     ])
     return dict(train(config, run_dir).per_task)
 
 
 def _train_sb3(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, float]:
+    if len(run.tasks) > 1:
+        return _train_sb3_mtsac(run, settings, run_dir)
     from mtrl.config import ExpertConfig, load_config
     from mtrl.training.experts import train_expert
 
@@ -153,6 +172,105 @@ def _train_sb3(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, f
         f"replay.capacity_per_task={settings['buffer']}", *_common(settings, run.seed),
     ], schema=ExpertConfig)
     return dict(train_expert(config, run_dir).per_task)
+
+
+def one_hot_observations(obs: np.ndarray, task_id: np.ndarray, num_tasks: int) -> np.ndarray:
+    """``[obs, one_hot(task_id)]`` rows (the input of an SB3 policy trained on many tasks)."""
+    return np.concatenate([obs, np.eye(num_tasks, dtype=np.float32)[task_id]], -1)
+
+
+def sb3_multitask_vec_env(env: Any) -> Any:
+    """An mtrl multi-task vector env as a stable-baselines3 ``VecEnv``: observations carry the
+    one-hot task id; a finished episode's last observation is ``info["terminal_observation"]``
+    and a time limit is ``info["TimeLimit.truncated"]`` (SB3 bootstraps through it)."""
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import VecEnv
+
+    class OneHotVecEnv(VecEnv):
+        def __init__(self) -> None:
+            space = gym.spaces.Box(-np.inf, np.inf, (env.obs_dim + env.num_tasks,), np.float32)
+            super().__init__(env.num_envs, space, gym.spaces.Box(-1.0, 1.0, (env.act_dim,),
+                                                                np.float32))
+            self.succeeded = np.zeros(env.num_envs, dtype=bool)
+
+        def observe(self, obs: np.ndarray) -> np.ndarray:
+            return one_hot_observations(obs, env.task_id, env.num_tasks)
+
+        def reset(self) -> np.ndarray:
+            self.succeeded[:] = False
+            return self.observe(env.reset())
+
+        def step_async(self, actions: np.ndarray) -> None:
+            env.step_async(np.asarray(actions, dtype=np.float32))
+
+        def step_wait(self) -> Any:
+            result = env.step_wait()
+            self.succeeded |= result.success
+            final_obs = self.observe(result.final_obs)
+            infos: list[dict[str, Any]] = [{} for _ in range(env.num_envs)]
+            for i in np.flatnonzero(result.done):
+                infos[i] = {"terminal_observation": final_obs[i],
+                            "TimeLimit.truncated": bool(result.truncated[i]
+                                                        and not result.terminated[i]),
+                            "is_success": bool(self.succeeded[i])}
+                self.succeeded[i] = False
+            return self.observe(result.obs), result.reward, result.done, infos
+
+        def close(self) -> None:
+            env.close()
+
+        def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+            return [getattr(self, attr_name)] * env.num_envs
+
+        def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+            setattr(self, attr_name, value)
+
+        def env_method(self, method_name: str, *args: Any, indices: Any = None,
+                       **kwargs: Any) -> list[Any]:
+            return [getattr(self, method_name)(*args, **kwargs)]
+
+        def env_is_wrapped(self, wrapper_class: Any, indices: Any = None) -> list[bool]:
+            return [False] * env.num_envs
+
+    return OneHotVecEnv()
+
+
+def _train_sb3_mtsac(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, float]:
+    """SB3's SAC as MT-SAC on ``run.tasks`` at once: one env per task stepped together, one
+    update per vector step on ``batch_per_task`` rows per task (drawn uniformly from the
+    shared buffer, as SB3 does), one temperature; the official evaluation on the tasks' goals."""
+    import torch
+    from stable_baselines3 import SAC
+
+    from mtrl.envs.factory import make_vector_env
+    from mtrl.training.evaluation import EVAL_SEED_OFFSET, evaluate
+
+    tasks, seed, n = ",".join(run.tasks), run.seed, len(run.tasks)
+    train_env = make_vector_env(tasks, 1, seed, mode="sync")
+    eval_env = make_vector_env(tasks, 10, seed + EVAL_SEED_OFFSET, mode="sync", goal_seed=seed)
+    try:
+        model = SAC(
+            "MlpPolicy", sb3_multitask_vec_env(train_env), learning_rate=settings["lr"],
+            buffer_size=min(settings["buffer"], settings["steps"] * n),
+            learning_starts=settings["warmup_steps"] * n,
+            batch_size=settings["batch_per_task"] * n, tau=settings["tau"],
+            gamma=settings["gamma"], train_freq=1, gradient_steps=1,
+            ent_coef=f"auto_{settings['init_temperature']}",
+            policy_kwargs={"net_arch": list(settings["hidden_sizes"])}, seed=seed,
+            device="cpu", verbose=0)
+        model.learn(settings["steps"] * n)
+
+        def policy(obs: np.ndarray, task_id: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return model.predict(one_hot_observations(obs, task_id, n),
+                                     deterministic=True)[0]
+
+        result = evaluate(policy, eval_env, settings["eval_episodes"], settings["steps"])
+        result.write(run_dir / "final_eval.json")
+        return dict(result.per_task)
+    finally:
+        train_env.close()
+        eval_env.close()
 
 
 def bootstrap_ci(values: list[float], resamples: int = 10_000, seed: int = 0
@@ -184,76 +302,110 @@ def overall_seeds(results: dict[str, list[dict[str, Any]]], tasks: list[str]) ->
     return [float(v) for v in table.mean(0)]
 
 
-def plan(settings: dict[str, Any], single: list[str], multi: list[str]) -> list[Run]:
-    """All runs: the single-task suite seed by seed, then the multi-task suite seed by seed
-    (an interrupted benchmark has whole seeds of the first suite first), mtrl and SB3 of the
-    same task and seed next to each other."""
+SUITES = ("single", "multitask", "peer")
+
+
+def plan(settings: dict[str, Any], single: list[str], multi: list[str],
+         peer: list[str] | None = None, suites: tuple[str, ...] = SUITES) -> list[Run]:
+    """All runs: the single-task suite seed by seed, then the multi-task suite, then the peer
+    suite, each seed by seed (an interrupted benchmark has whole seeds of the first suites
+    first), mtrl's and SB3's runs of the same tasks and seed next to each other."""
     seeds = range(settings["seeds"])
     runs: list[Run] = []
-    for seed in seeds:
-        for task in single:
-            runs += [Run("mtrl", (task,), seed), Run("sb3", (task,), seed)]
-    for seed in seeds:
-        runs.append(Run("mtrl", tuple(multi), seed))
-        runs += [Run("sb3", (t,), seed) for t in multi if t not in single]
+    if "single" in suites:
+        for seed in seeds:
+            for task in single:
+                runs += [Run("mtrl", (task,), seed), Run("sb3", (task,), seed)]
+    if "multitask" in suites:
+        for seed in seeds:
+            runs.append(Run("mtrl", tuple(multi), seed))
+            experts = [t for t in multi if "single" not in suites or t not in single]
+            runs += [Run("sb3", (t,), seed) for t in experts]
+    if "peer" in suites and peer:
+        for seed in seeds:
+            runs += [Run(lib, tuple(peer), seed, "mtsac") for lib in ("mtrl", "sb3")]
     return runs
 
 
 def report(results: dict[Run, dict[str, Any]], settings: dict[str, Any], single: list[str],
-           multi: list[str]) -> dict[str, Any]:
-    """The benchmark's JSON (see the module docstring)."""
-    def complete(needed: list[tuple[str, tuple[str, ...]]]) -> list[int]:
+           multi: list[str], peer: list[str] | None = None) -> dict[str, Any]:
+    """The benchmark's JSON (see the module docstring); a suite appears once one seed of it
+    has all its runs."""
+    def complete(needed: list[Run]) -> list[int]:
+        if not needed or not all(r.tasks for r in needed):  # a suite without tasks
+            return []
         return [s for s in range(settings["seeds"])
-                if all(Run(lib, tasks, s) in results for lib, tasks in needed)]
+                if all(dataclasses.replace(r, seed=s) in results for r in needed)]
 
-    seeds = complete([(lib, (t,)) for lib in ("mtrl", "sb3") for t in single])
-
-    def runs(library: str, tasks: tuple[str, ...]) -> list[dict[str, Any]]:
-        return [results[Run(library, tasks, s)] for s in seeds]
+    def runs(run: Run, seeds: list[int]) -> list[dict[str, Any]]:
+        return [results[dataclasses.replace(run, seed=s)] for s in seeds]
 
     out: dict[str, Any] = {"settings": settings, "machine": f"{platform.machine()}, "
-                           f"{os.cpu_count()} cores", "single_task": {}, "multitask": {}}
-    if not seeds:
-        return out
-    single_runs = {lib: {t: runs(lib, (t,)) for t in single} for lib in ("mtrl", "sb3")}
-    for task in single:
-        out["single_task"][task] = {
-            lib: {**summary(per_task_seeds(single_runs[lib][task], task)),
-                  "seconds": summary([r["seconds"] for r in single_runs[lib][task]])}
-            for lib in ("mtrl", "sb3")}
-    overall = {lib: summary(overall_seeds(single_runs[lib], single)) for lib in ("mtrl", "sb3")}
-    out["single_task"]["overall"] = overall
-    seconds = {lib: float(np.mean([r["seconds"] for t in single for r in single_runs[lib][t]]))
-               for lib in ("mtrl", "sb3")}
-    out["single_task_success_ratio_vs_sb3"] = _ratio(overall["mtrl"]["mean"],
-                                                    overall["sb3"]["mean"])
-    out["wallclock_ratio_vs_sb3"] = round(seconds["mtrl"] / seconds["sb3"], 4)
+                           f"{os.cpu_count()} cores", "single_task": {}, "multitask": {},
+                           "multitask_peer": {}, "seeds_done": {}}
+    libraries = ("mtrl", "sb3")
+    seeds = complete([Run(lib, (t,), 0) for lib in libraries for t in single])
+    out["seeds_done"]["single_task"] = len(seeds)
+    if seeds:
+        single_runs = {lib: {t: runs(Run(lib, (t,), 0), seeds) for t in single}
+                       for lib in libraries}
+        for task in single:
+            out["single_task"][task] = {
+                lib: {**summary(per_task_seeds(single_runs[lib][task], task)),
+                      "seconds": summary([r["seconds"] for r in single_runs[lib][task]])}
+                for lib in libraries}
+        overall = {lib: summary(overall_seeds(single_runs[lib], single)) for lib in libraries}
+        out["single_task"]["overall"] = overall
+        seconds = {lib: float(np.mean([r["seconds"] for t in single
+                                       for r in single_runs[lib][t]])) for lib in libraries}
+        out["single_task_success_ratio_vs_sb3"] = _ratio(overall["mtrl"]["mean"],
+                                                        overall["sb3"]["mean"])
+        out["wallclock_ratio_vs_sb3"] = round(seconds["mtrl"] / seconds["sb3"], 4)
 
-    seeds = complete([("mtrl", tuple(multi))] + [("sb3", (t,)) for t in multi])
-    out["seeds_done"] = {"single_task": len(single_runs["mtrl"][single[0]]),
-                         "multitask": len(seeds)}
-    if not seeds:
-        return out
-    mt_runs = runs("mtrl", tuple(multi))
-    experts = {t: runs("sb3", (t,)) for t in multi}
-    for task in multi:
-        out["multitask"][task] = {
-            "mtrl_multihead": summary(per_task_seeds(mt_runs, task)),
-            "sb3_experts": summary(per_task_seeds(experts[task], task))}
-    mt_overall = summary([float(np.mean([r["per_task"][t] for t in multi]))
-                          for r in sorted(mt_runs, key=lambda r: r["seed"])])
-    experts_overall = summary(overall_seeds(experts, multi))
-    out["multitask"]["overall"] = {"mtrl_multihead": mt_overall,
-                                   "sb3_experts": experts_overall}
-    out["multitask"]["seconds"] = {
-        "mtrl_multihead": summary([r["seconds"] for r in mt_runs]),
-        "sb3_experts_summed": summary([sum(results[Run("sb3", (t,), s)]["seconds"]
-                                           for t in multi) for s in seeds])}
-    out["multitask_success_ratio_vs_experts"] = _ratio(mt_overall["mean"],
-                                                      experts_overall["mean"])
-    out["multitask_wallclock_ratio_vs_experts"] = round(
-        out["multitask"]["seconds"]["mtrl_multihead"]["mean"]
-        / out["multitask"]["seconds"]["sb3_experts_summed"]["mean"], 4)
+    multihead = Run("mtrl", tuple(multi), 0)
+    seeds = complete([multihead] + [Run("sb3", (t,), 0) for t in multi])
+    out["seeds_done"]["multitask"] = len(seeds)
+    if seeds:
+        mt_runs = runs(multihead, seeds)
+        experts = {t: runs(Run("sb3", (t,), 0), seeds) for t in multi}
+        for task in multi:
+            out["multitask"][task] = {
+                "mtrl_multihead": summary(per_task_seeds(mt_runs, task)),
+                "sb3_experts": summary(per_task_seeds(experts[task], task))}
+        mt_overall = summary(overall_seeds({t: mt_runs for t in multi}, multi))
+        experts_overall = summary(overall_seeds(experts, multi))
+        out["multitask"]["overall"] = {"mtrl_multihead": mt_overall,
+                                       "sb3_experts": experts_overall}
+        out["multitask"]["seconds"] = {
+            "mtrl_multihead": summary([r["seconds"] for r in mt_runs]),
+            "sb3_experts_summed": summary([sum(results[Run("sb3", (t,), s)]["seconds"]
+                                               for t in multi) for s in seeds])}
+        out["multitask_success_ratio_vs_experts"] = _ratio(mt_overall["mean"],
+                                                          experts_overall["mean"])
+        out["multitask_wallclock_ratio_vs_experts"] = round(
+            out["multitask"]["seconds"]["mtrl_multihead"]["mean"]
+            / out["multitask"]["seconds"]["sb3_experts_summed"]["mean"], 4)
+
+    pair = {lib: Run(lib, tuple(peer or ()), 0, "mtsac") for lib in libraries}
+    seeds = complete(list(pair.values())) if peer else []
+    out["seeds_done"]["multitask_peer"] = len(seeds)
+    if seeds:
+        peer_runs = {lib: runs(pair[lib], seeds) for lib in libraries}
+        for task in peer or ():
+            out["multitask_peer"][task] = {
+                f"{lib}_mtsac": summary(per_task_seeds(peer_runs[lib], task))
+                for lib in libraries}
+        peer_overall = {lib: summary(overall_seeds({t: peer_runs[lib] for t in peer or ()},
+                                                   list(peer or ()))) for lib in libraries}
+        out["multitask_peer"]["overall"] = {f"{lib}_mtsac": peer_overall[lib]
+                                            for lib in libraries}
+        out["multitask_peer"]["seconds"] = {
+            f"{lib}_mtsac": summary([r["seconds"] for r in peer_runs[lib]]) for lib in libraries}
+        out["multitask_peer_success_ratio_vs_sb3"] = _ratio(peer_overall["mtrl"]["mean"],
+                                                           peer_overall["sb3"]["mean"])
+        out["multitask_peer_wallclock_ratio_vs_sb3"] = round(
+            out["multitask_peer"]["seconds"]["mtrl_mtsac"]["mean"]
+            / out["multitask_peer"]["seconds"]["sb3_mtsac"]["mean"], 4)
     return out
 
 
@@ -267,24 +419,37 @@ def markdown(data: dict[str, Any]) -> str:
         return f"{s['mean']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
 
     lines = ["| suite | task | mtrl | peer | mtrl s/run | peer s/run |", "|---|---|---|---|---|---|"]
-    for task, row in data["single_task"].items():
-        if task == "overall":
-            continue
-        lines.append(f"| single (vs SB3 SAC) | {task} | {cell(row['mtrl'])} | {cell(row['sb3'])} "
-                     f"| {row['mtrl']['seconds']['mean']:.0f} | {row['sb3']['seconds']['mean']:.0f} |")
-    o = data["single_task"]["overall"]
-    lines.append(f"| single (vs SB3 SAC) | **mean** | {cell(o['mtrl'])} | {cell(o['sb3'])} | | |")
-    if "overall" not in data["multitask"]:
-        return "\n".join(lines)
-    for task, row in data["multitask"].items():
-        if task in ("overall", "seconds"):
-            continue
-        lines.append(f"| multi-task MH-SAC (vs SB3 experts) | {task} | "
-                     f"{cell(row['mtrl_multihead'])} | {cell(row['sb3_experts'])} | | |")
-    o, s = data["multitask"]["overall"], data["multitask"]["seconds"]
-    lines.append(f"| multi-task MH-SAC (vs SB3 experts) | **mean** | {cell(o['mtrl_multihead'])} "
-                 f"| {cell(o['sb3_experts'])} | {s['mtrl_multihead']['mean']:.0f} | "
-                 f"{s['sb3_experts_summed']['mean']:.0f} (summed) |")
+    single = data["single_task"]
+    for task, row in single.items():
+        if task != "overall":
+            lines.append(f"| single (vs SB3 SAC) | {task} | {cell(row['mtrl'])} | "
+                         f"{cell(row['sb3'])} | {row['mtrl']['seconds']['mean']:.0f} | "
+                         f"{row['sb3']['seconds']['mean']:.0f} |")
+    if "overall" in single:
+        o = single["overall"]
+        lines.append(f"| single (vs SB3 SAC) | **mean** | {cell(o['mtrl'])} | {cell(o['sb3'])} "
+                     "| | |")
+    multi = data["multitask"]
+    for task, row in multi.items():
+        if task not in ("overall", "seconds"):
+            lines.append(f"| multi-task MH-SAC (vs SB3 experts) | {task} | "
+                         f"{cell(row['mtrl_multihead'])} | {cell(row['sb3_experts'])} | | |")
+    if "overall" in multi:
+        o, s = multi["overall"], multi["seconds"]
+        lines.append(f"| multi-task MH-SAC (vs SB3 experts) | **mean** | "
+                     f"{cell(o['mtrl_multihead'])} | {cell(o['sb3_experts'])} | "
+                     f"{s['mtrl_multihead']['mean']:.0f} | "
+                     f"{s['sb3_experts_summed']['mean']:.0f} (summed) |")
+    peer = data.get("multitask_peer", {})
+    for task, row in peer.items():
+        if task not in ("overall", "seconds"):
+            lines.append(f"| multi-task MT-SAC (vs SB3 MT-SAC) | {task} | "
+                         f"{cell(row['mtrl_mtsac'])} | {cell(row['sb3_mtsac'])} | | |")
+    if "overall" in peer:
+        o, s = peer["overall"], peer["seconds"]
+        lines.append(f"| multi-task MT-SAC (vs SB3 MT-SAC) | **mean** | {cell(o['mtrl_mtsac'])} "
+                     f"| {cell(o['sb3_mtsac'])} | {s['mtrl_mtsac']['mean']:.0f} | "
+                     f"{s['sb3_mtsac']['mean']:.0f} |")
     return "\n".join(lines)
 
 
@@ -297,6 +462,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="seeds per configuration")
     parser.add_argument("--report-only", action="store_true",
                         help="no training: the JSON of the runs in --out that have finished")
+    parser.add_argument("--suites", default=",".join(SUITES),
+                        help=f"comma-separated suites to run (of {', '.join(SUITES)})")
+    parser.add_argument("--peer-out", help="run directories of the SB3 runs (default: --out), "
+                        "so that an ablation's mtrl runs (--out) meet the same SB3 runs")
     parser.add_argument("--mtrl-set", action="append", default=[], metavar="KEY=VALUE",
                         help="an mtrl config override for every mtrl run (an ablation; give "
                              "it its own --out)")
@@ -304,23 +473,32 @@ def main(argv: list[str] | None = None) -> int:
     settings = {**SETTINGS, **(QUICK if args.quick else {}), "mtrl_overrides": args.mtrl_set}
     if args.seeds:
         settings["seeds"] = args.seeds
+    suites = tuple(args.suites.split(","))
+    unknown = sorted(set(suites) - set(SUITES))
+    if unknown:
+        parser.error(f"unknown suite(s) {', '.join(unknown)} (choose from {', '.join(SUITES)})")
     single = SINGLE_TASKS[:1] if args.quick else SINGLE_TASKS
     multi = MULTI_TASKS[:2] if args.quick else MULTI_TASKS
-    runs = plan(settings, single, multi)
+    peer = PEER_TASKS
+    runs = plan(settings, single, multi, peer, suites)
+
+    def out_dir(run: Run) -> str:
+        return args.peer_out if run.library == "sb3" and args.peer_out else args.out
+
     results: dict[Run, dict[str, Any]] = {}
     if args.report_only:
         for run in runs:
-            path = Path(args.out) / run.name / RESULT_FILE
+            path = Path(out_dir(run)) / run.name / RESULT_FILE
             if path.is_file():
                 results[run] = json.loads(path.read_text())
         runs = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {run: pool.submit(run_one, run, settings, args.out) for run in runs}
+        futures = {run: pool.submit(run_one, run, settings, out_dir(run)) for run in runs}
         for run, future in futures.items():
             results[run] = future.result()
             print(f"{run.name}: {results[run]['per_task']} in {results[run]['seconds']:.0f} s",
                   file=sys.stderr, flush=True)
-    data = report(results, settings, single, multi)
+    data = report(results, settings, single, multi, peer)
     text = json.dumps(data, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")
