@@ -1,10 +1,10 @@
 """Learning benchmark: mtrl side by side with stable-baselines3, same sizes, budget and seeds.
 
     python benchmarks/learning.py [--quick] [--json FILE] [--out DIR] [--jobs N] [--seeds N]
-                                  [--suites single,multitask,peer] [--peer-out DIR]
-                                  [--mtrl-set KEY=VALUE ...]
+                                  [--suites single,multitask,peer,brc,mgda,dwa,dtp]
+                                  [--peer-out DIR] [--mtrl-set KEY=VALUE ...]
 
-Three suites, every run evaluated at its end (the **final** evaluation, not a maximum over
+Several suites, every run evaluated at its end (the **final** evaluation, not a maximum over
 time) with the official Meta-World protocol (deterministic actions, 50 episodes per task on
 the benchmark's 50 goals, success = success at any step):
 
@@ -15,6 +15,10 @@ the benchmark's 50 goals, success = success at any step):
   at the same steps and updates per task (each update of the multi-task agent uses
   ``batch_per_task`` rows of every task, as each expert's update uses ``batch_per_task`` rows).
   The experts of the tasks that are also single-task tasks are those runs (same settings).
+* ``brc``, ``mgda``, ``dwa``, ``dtp`` (``VARIANTS``): one method changed, on ``MULTI_TASKS``
+  beside the multi-task suite's multi-head SAC runs of the same seeds and budget: BRC at a CPU
+  width (:func:`_brc_config`), or multi-head SAC with that gradient combiner (its mt10
+  preset's options).
 * ``peer``: the same algorithm in both libraries on ``PEER_TASKS`` at once: MT-SAC, one
   network on the observation and the one-hot task id, one temperature for all tasks. mtrl:
   ``agent.network.type=mlp agent.shared_temperature=true``; SB3: its SAC on the tasks' envs
@@ -39,7 +43,10 @@ over seeds, wall-clock seconds per run, and the ratios
   is faster);
 * ``multitask_wallclock_ratio_vs_experts``: one multi-task run / the experts' summed time;
 * ``multitask_peer_success_ratio_vs_sb3``, ``multitask_peer_wallclock_ratio_vs_sb3``: the peer
-  suite's mtrl / SB3 mean success and mean wall-clock per run.
+  suite's mtrl / SB3 mean success and mean wall-clock per run;
+* ``<variant>_success_ratio_vs_multihead``, ``<variant>_wallclock_ratio_vs_multihead``
+  (``brc_...``, ``mgda_...``, ...): the variant / multi-head SAC, mean success and wall-clock
+  per run (the same budget, env steps and evaluation: the difference is the update).
 
 Finished runs are kept in ``--out`` (one directory each) and reused when the benchmark is run
 again, so an interrupted benchmark continues where it stopped; ``--report-only`` writes the
@@ -70,6 +77,19 @@ MULTI_TASKS = ["reach-v3", "drawer-close-v3", "window-open-v3", "button-press-to
 # the peer suite (MT-SAC in both libraries): two tasks, so that 3 seeds of both fit in an hour
 # of the 2-core machine; drawer-close is where multi-task SAC collapses (see the README)
 PEER_TASKS = ["reach-v3", "drawer-close-v3"]
+# rows against the multi-task suite's multi-head SAC: the same tasks, budget and seeds, one
+# method changed (the combiners: the options of their mt10_* presets)
+VARIANTS: dict[str, list[str]] = {
+    "brc": [],  # BRC's own config: _brc_config
+    "mgda": ["agent.actor_combiner=mgda", "agent.critic_combiner=mgda",
+             "agent.combiners.mgda.gradients=representation",
+             "agent.combiners.mgda.normalization=none", "agent.combiners.mgda.iterations=50"],
+    "dwa": ["agent.critic_combiner=dwa", "agent.combiners.dwa.window=5000",
+            "agent.combiners.dwa.temperature=2.0"],
+    "dtp": ["agent.actor_combiner=dtp", "agent.critic_combiner=dtp",
+            "agent.combiners.dtp.gamma=2.0", "agent.combiners.dtp.smoothing=0.9",
+            "agent.combiners.dtp.eps=0.01"],
+}
 SETTINGS: dict[str, Any] = {
     "hidden_sizes": [256, 256], "batch_per_task": 128, "lr": 3e-4, "gamma": 0.99,
     "tau": 0.005, "warmup_steps": 2000, "steps": 30_000, "eval_episodes": 50,
@@ -90,7 +110,7 @@ class Run:
     library: str  # mtrl | sb3
     tasks: tuple[str, ...]
     seed: int
-    method: str = ""  # "" (single task, or mtrl's multi-head SAC) | "mtsac" (the peer suite)
+    method: str = ""  # "" (single task, or mtrl's multi-head SAC) | "mtsac" (peer) | a VARIANT
 
     @property
     def name(self) -> str:
@@ -140,6 +160,8 @@ def _train_mtrl(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, 
     from mtrl.config import load_config
     from mtrl.training.loop import train
 
+    if run.method == "brc":
+        return dict(train(_brc_config(run, settings), run_dir).per_task)
     tasks = f"MT1:{run.tasks[0]}" if len(run.tasks) == 1 else ",".join(run.tasks)
     network = "mlp" if len(run.tasks) == 1 or run.method == "mtsac" else "multihead"
     # MT-SAC as SB3 can run it: one network on obs + one-hot, one temperature for all tasks
@@ -153,9 +175,26 @@ def _train_mtrl(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, 
         f"agent.gamma={settings['gamma']}", f"agent.tau={settings['tau']}",
         f"agent.init_temperature={settings['init_temperature']}",
         f"replay.capacity_per_task={min(capacity, settings['steps'])}",
-        *_common(settings, run.seed), *mtsac, *settings["mtrl_overrides"],
+        *_common(settings, run.seed), *mtsac, *VARIANTS.get(run.method, []),
+        *settings["mtrl_overrides"],
     ])
     return dict(train(config, run_dir).per_task)
+
+
+def _brc_config(run: Run, settings: dict[str, Any]) -> Any:
+    """BRC at a CPU width (the ``quick_brc`` preset's agent: BroNet critics of width 192, an
+    actor of width 128, categorical critic, task embeddings, reward normalisation, initial
+    temperature 0.1 as in the paper) with the benchmark's budget, batch, lr, gamma and tau."""
+    from mtrl.config import load_config
+
+    lr = settings["lr"]
+    return load_config("quick_brc", [
+        f"env.tasks={','.join(run.tasks)}", "env.envs_per_task=1",
+        f"agent.actor_lr={lr}", f"agent.critic_lr={lr}", f"agent.alpha_lr={lr}",
+        f"agent.gamma={settings['gamma']}", f"agent.tau={settings['tau']}",
+        f"replay.capacity_per_task={min(settings['buffer'] // len(run.tasks), settings['steps'])}",
+        *_common(settings, run.seed), *settings["mtrl_overrides"],
+    ])
 
 
 def _train_sb3(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, float]:
@@ -245,9 +284,10 @@ def _train_sb3_mtsac(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[
     from mtrl.envs.factory import make_vector_env
     from mtrl.training.evaluation import EVAL_SEED_OFFSET, evaluate
 
-    tasks, seed, n = ",".join(run.tasks), run.seed, len(run.tasks)
+    tasks, seed = ",".join(run.tasks), run.seed
     train_env = make_vector_env(tasks, 1, seed, mode="sync")
     eval_env = make_vector_env(tasks, 10, seed + EVAL_SEED_OFFSET, mode="sync", goal_seed=seed)
+    n = train_env.num_tasks
     try:
         model = SAC(
             "MlpPolicy", sb3_multitask_vec_env(train_env), learning_rate=settings["lr"],
@@ -302,7 +342,7 @@ def overall_seeds(results: dict[str, list[dict[str, Any]]], tasks: list[str]) ->
     return [float(v) for v in table.mean(0)]
 
 
-SUITES = ("single", "multitask", "peer")
+SUITES = ("single", "multitask", "peer", *VARIANTS)
 
 
 def plan(settings: dict[str, Any], single: list[str], multi: list[str],
@@ -324,6 +364,9 @@ def plan(settings: dict[str, Any], single: list[str], multi: list[str],
     if "peer" in suites and peer:
         for seed in seeds:
             runs += [Run(lib, tuple(peer), seed, "mtsac") for lib in ("mtrl", "sb3")]
+    for variant in VARIANTS:  # on the multi-task suite's tasks, beside its multi-head SAC
+        if variant in suites:
+            runs += [Run("mtrl", tuple(multi), seed, variant) for seed in seeds]
     return runs
 
 
@@ -342,7 +385,7 @@ def report(results: dict[Run, dict[str, Any]], settings: dict[str, Any], single:
 
     out: dict[str, Any] = {"settings": settings, "machine": f"{platform.machine()}, "
                            f"{os.cpu_count()} cores", "single_task": {}, "multitask": {},
-                           "multitask_peer": {}, "seeds_done": {}}
+                           "multitask_peer": {}, "variants": {}, "seeds_done": {}}
     libraries = ("mtrl", "sb3")
     seeds = complete([Run(lib, (t,), 0) for lib in libraries for t in single])
     out["seeds_done"]["single_task"] = len(seeds)
@@ -386,6 +429,27 @@ def report(results: dict[Run, dict[str, Any]], settings: dict[str, Any], single:
             out["multitask"]["seconds"]["mtrl_multihead"]["mean"]
             / out["multitask"]["seconds"]["sb3_experts_summed"]["mean"], 4)
 
+    for variant in VARIANTS:  # against the multi-head SAC runs of the same seeds
+        other = Run("mtrl", tuple(multi), 0, variant)
+        seeds = complete([other, multihead])
+        out["seeds_done"][variant] = len(seeds)
+        if not seeds:
+            continue
+        name, v_runs, mh_runs = f"mtrl_{variant}", runs(other, seeds), runs(multihead, seeds)
+        row: dict[str, Any] = {task: {name: summary(per_task_seeds(v_runs, task)),
+                                      "mtrl_multihead": summary(per_task_seeds(mh_runs, task))}
+                               for task in multi}
+        v_overall = summary(overall_seeds({t: v_runs for t in multi}, multi))
+        mh_overall = summary(overall_seeds({t: mh_runs for t in multi}, multi))
+        row["overall"] = {name: v_overall, "mtrl_multihead": mh_overall}
+        row["seconds"] = {name: summary([r["seconds"] for r in v_runs]),
+                          "mtrl_multihead": summary([r["seconds"] for r in mh_runs])}
+        out["variants"][variant] = row
+        out[f"{variant}_success_ratio_vs_multihead"] = _ratio(v_overall["mean"],
+                                                             mh_overall["mean"])
+        out[f"{variant}_wallclock_ratio_vs_multihead"] = round(
+            row["seconds"][name]["mean"] / row["seconds"]["mtrl_multihead"]["mean"], 4)
+
     pair = {lib: Run(lib, tuple(peer or ()), 0, "mtsac") for lib in libraries}
     seeds = complete(list(pair.values())) if peer else []
     out["seeds_done"]["multitask_peer"] = len(seeds)
@@ -411,6 +475,10 @@ def report(results: dict[Run, dict[str, Any]], settings: dict[str, Any], single:
 
 def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 4) if b > 0 else None
+
+
+VARIANT_LABELS = {"brc": "BRC", "mgda": "MH-SAC + MGDA-UB", "dwa": "MH-SAC + DWA",
+                  "dtp": "MH-SAC + DTP"}
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -440,6 +508,16 @@ def markdown(data: dict[str, Any]) -> str:
                      f"{cell(o['mtrl_multihead'])} | {cell(o['sb3_experts'])} | "
                      f"{s['mtrl_multihead']['mean']:.0f} | "
                      f"{s['sb3_experts_summed']['mean']:.0f} (summed) |")
+    for variant, rows in data["variants"].items():
+        name, label = f"mtrl_{variant}", f"multi-task {VARIANT_LABELS.get(variant, variant)}"
+        for task, row in rows.items():
+            if task not in ("overall", "seconds"):
+                lines.append(f"| {label} (vs mtrl MH-SAC) | {task} | {cell(row[name])} | "
+                             f"{cell(row['mtrl_multihead'])} | | |")
+        o, s = rows["overall"], rows["seconds"]
+        lines.append(f"| {label} (vs mtrl MH-SAC) | **mean** | {cell(o[name])} | "
+                     f"{cell(o['mtrl_multihead'])} | {s[name]['mean']:.0f} | "
+                     f"{s['mtrl_multihead']['mean']:.0f} |")
     peer = data.get("multitask_peer", {})
     for task, row in peer.items():
         if task not in ("overall", "seconds"):

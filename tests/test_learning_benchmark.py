@@ -56,7 +56,7 @@ def test_report_ratios_by_hand():
 def test_quick_benchmark_trains_both_libraries_and_writes_the_json(tmp_path):
     out = tmp_path / "bench.json"
     assert bench.main(["--quick", "--jobs", "1", "--out", str(tmp_path / "runs"),
-                       "--json", str(out)]) == 0
+                       "--suites", "single,multitask", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     for key in ("single_task_success_ratio_vs_sb3", "multitask_success_ratio_vs_experts",
                 "wallclock_ratio_vs_sb3"):
@@ -65,10 +65,32 @@ def test_quick_benchmark_trains_both_libraries_and_writes_the_json(tmp_path):
     assert len(row["mtrl"]["per_seed"]) == len(row["sb3"]["per_seed"]) == 1
     assert row["mtrl"]["seconds"]["mean"] > 0
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    assert runs == ["mtrl-mtsac_mt2_s0", "mtrl_mt2_s0", "mtrl_reach-v3_s0", "sb3-mtsac_mt2_s0",
-                    "sb3_drawer-close-v3_s0", "sb3_reach-v3_s0"]
-    assert "multitask_peer_wallclock_ratio_vs_sb3" in data
+    assert runs == ["mtrl_mt2_s0", "mtrl_reach-v3_s0", "sb3_drawer-close-v3_s0", "sb3_reach-v3_s0"]
+
+
+@pytest.mark.slow
+def test_quick_peer_and_variant_suites(tmp_path):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--jobs", "2", "--out", str(tmp_path / "runs"),
+                       "--suites", "multitask,peer,brc,dtp", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["mtrl-brc_mt2_s0", "mtrl-dtp_mt2_s0", "mtrl-mtsac_mt2_s0", "mtrl_mt2_s0",
+                    "sb3-mtsac_mt2_s0", "sb3_drawer-close-v3_s0", "sb3_reach-v3_s0"]
+    assert "| multi-task MH-SAC + DTP (vs mtrl MH-SAC) | **mean** |" in bench.markdown(data)
+    assert data["brc_wallclock_ratio_vs_multihead"] > 0
+    assert data["variants"]["brc"]["overall"]["mtrl_brc"]["per_seed"][0] >= 0
     assert len(data["multitask_peer"]["overall"]["sb3_mtsac"]["per_seed"]) == 1
+
+
+def test_sb3_mtsac_peer_trains_and_evaluates_every_task(tmp_path):
+    settings = {**bench.SETTINGS, **bench.QUICK, "warmup_steps": 20, "steps": 60}
+    per_task = bench._train_sb3_mtsac(bench.Run("sb3", ("fake:2",), 0, "mtsac"), settings,
+                                      tmp_path)
+    assert sorted(per_task) == ["fake-task-0", "fake-task-1"]
+    assert all(0.0 <= v <= 1.0 for v in per_task.values())
+    final = json.loads((tmp_path / "final_eval.json").read_text())
+    assert final["episodes_per_task"] == settings["eval_episodes"]
 
 
 def test_report_of_the_peer_suite_by_hand():
@@ -86,6 +108,35 @@ def test_report_of_the_peer_suite_by_hand():
     assert data["multitask_peer_success_ratio_vs_sb3"] == pytest.approx(0.55 / 0.5)
     assert data["multitask_peer_wallclock_ratio_vs_sb3"] == pytest.approx(0.75)
     assert "| multi-task MT-SAC (vs SB3 MT-SAC) | **mean** | 0.55" in bench.markdown(data)
+
+
+def test_report_of_the_brc_row_by_hand():
+    settings = {**bench.SETTINGS, "seeds": 1}
+    results = {bench.Run("mtrl", ("a", "b"), 0, "brc"): {"per_task": {"a": 0.9, "b": 0.3},
+                                                         "seed": 0, "seconds": 120.0},
+               bench.Run("mtrl", ("a", "b"), 0): {"per_task": {"a": 0.6, "b": 0.0}, "seed": 0,
+                                                  "seconds": 100.0}}
+    data = bench.report(results, settings, [], ["a", "b"])
+    assert data["seeds_done"]["multitask"] == 0  # no experts: no multi-task row
+    assert data["brc_success_ratio_vs_multihead"] == pytest.approx(0.6 / 0.3)
+    assert data["brc_wallclock_ratio_vs_multihead"] == pytest.approx(1.2)
+    assert "| multi-task BRC (vs mtrl MH-SAC) | **mean** | 0.60" in bench.markdown(data)
+
+
+@pytest.mark.parametrize("variant", sorted(bench.VARIANTS))
+def test_every_variant_is_a_valid_config(variant, tmp_path):
+    from mtrl.config import load_config
+
+    run = bench.Run("mtrl", tuple(bench.MULTI_TASKS), 0, variant)
+    settings = {**bench.SETTINGS, "mtrl_overrides": []}
+    if variant == "brc":
+        config = bench._brc_config(run, settings)
+        assert config.agent.critic_loss == "categorical"
+        assert config.train.steps_per_task == settings["steps"]
+    else:
+        config = load_config(None, [f"env.tasks={','.join(run.tasks)}",
+                                    "agent.network.type=multihead", *bench.VARIANTS[variant]])
+        assert variant in (config.agent.actor_combiner, config.agent.critic_combiner)
 
 
 def test_sb3_view_of_a_multitask_env_follows_the_vec_env_conventions():
