@@ -10,9 +10,11 @@ tensor work of each step run by a ``torch.compile(fullgraph=True)`` function:
 * the ``mean`` combiner whole (``sum_t w_t L_t`` inside the loss graph); ``pcgrad`` and
   ``cagrad``: the per-task gradients (the vmapped per-task VJPs) compiled, their small
   ``(T, T)`` Gram-matrix math eager, as in the eager update;
-* each optimizer's ``step()`` (compiled separately, as PyTorch's compiled-optimizer recipe
-  does; an optimizer with no state yet takes its first step eagerly, which creates its state),
-  the temperature loss, and the Polyak averaging of the target critic.
+* each optimizer's ``step()``, compiled separately as in PyTorch's compiled-optimizer recipe
+  (the one piece without ``fullgraph``: ``Optimizer.step`` breaks the graph on purpose around
+  its body, which is one graph; an optimizer with no state yet takes its first step eagerly,
+  which creates the state, so the graph never changes), the temperature loss, and the Polyak
+  averaging of the target critic.
 
 What stays eager: the sampling noise (``torch.Generator`` draws do not trace; drawing them in
 the eager order makes the compiled update consume the same noise as the eager one), the
@@ -20,11 +22,21 @@ schedule (``actor_update_every``, ``target_update_every``), reward-scale and met
 bookkeeping, and the hooks of adapting networks (PaCo's ``observe_task_losses``).
 
 Shapes are static (``T`` blocks of ``b`` rows) and the per-task reductions are tensor ops, so
-after the first update no piece recompiles. Refused at construction (:class:`MtrlError`):
-agents other than ``sac`` (they override pieces of the update) and combiners other than
-``mean``, ``pcgrad``, ``cagrad`` (the others keep learned state or call the loss in other ways;
-see :data:`COMPILED_COMBINERS`). A network that does not trace as one graph fails at the first
-update with an :class:`MtrlError` naming the piece.
+after the first two updates nothing recompiles. (torch.optim's step frames are shared by all
+optimizers and guarded on the optimizer object: each optimizer adds one cache entry in its
+first compiled step, three per agent; past torch's limit of 8 entries, i.e. from about the
+third compiled agent in one process, those steps run eagerly, correct but slower.)
+
+Refused at construction (:class:`MtrlError`), rather than compiled in part: agents other than
+``sac`` (Distral overrides pieces of the update) and combiners other than ``mean``,
+``pcgrad``, ``cagrad`` (:data:`COMPILED_COMBINERS`): the others evaluate the loss in ways
+the compiled pieces do not cover (``loss.values()`` under their own weights: uncertainty,
+fixed, DWA, DTP, FAMO, which also re-evaluates it after the step; one layer's task gradients:
+GradNorm, MGDA), so their losses would silently run eager. A network that does not trace as one graph fails at the
+first update with an :class:`MtrlError` naming the piece.
+
+On CUDA the same pieces compile with Inductor's default mode; ``mode="reduce-overhead"``
+(CUDA graphs) is the next step and has not been measured.
 """
 
 from __future__ import annotations
@@ -118,6 +130,12 @@ class _CompiledGradients(TaskLoss):
 class CompiledUpdate:
     """The compiled pieces of ``agent``'s update (see the module docstring).
 
+    On CPU the graphs with a backward (losses and per-task gradients) are compiled to scalar
+    C++ (Inductor's ``cpp.simdlen=0``): Inductor's vectorised code for the ReLU masks that the
+    backward saves (bool stores and loads) ran ~10x slower than ATen's on the AVX2 machines
+    here (torch 2.13), and the scalar graphs made the MT10 update ~7% faster than vectorised
+    ones (still slower than eager there: see ``mtrl bench``'s ``update_compiled_vs_eager``).
+
     Args:
         agent: the SAC agent (checked: see :func:`check_compilable`).
         backend, mode: ``torch.compile``'s (``inductor``; tests use ``aot_eager`` to check the
@@ -127,10 +145,15 @@ class CompiledUpdate:
     def __init__(self, agent: SAC, backend: str = "inductor", mode: str | None = None) -> None:
         check_compilable(agent)
         self.agent = agent
+        # (torch.compile takes a mode or options, not both)
+        scalar = backend == "inductor" and agent.device.type == "cpu" and mode is None
 
-        def compiled(fn: Callable[..., Any], fullgraph: bool = True) -> Callable[..., Any]:
+        def compiled(fn: Callable[..., Any], fullgraph: bool = True,
+                     backward: bool = False) -> Callable[..., Any]:
+            options = {"cpp.simdlen": 0} if backward and scalar else None
             return _one_graph(torch.compile(fn, fullgraph=fullgraph, backend=backend,
-                                            mode=mode), fn.__name__.lstrip("_"))
+                                            mode=mode, options=options),
+                              fn.__name__.lstrip("_"))
 
         def optimizer(fn: Callable[..., Any]) -> Callable[..., Any]:
             # Optimizer.step breaks the graph on purpose around its body (so that AOTAutograd
@@ -139,10 +162,10 @@ class CompiledUpdate:
 
         self.critic_targets = compiled(_critic_targets)
         self.popart_step = compiled(_popart_step)
-        self.objective = {"critic": compiled(_critic_objective),
-                          "actor": compiled(_actor_objective)}
-        self.task_gradients = {"critic": compiled(_critic_task_gradients),
-                               "actor": compiled(_actor_task_gradients)}
+        self.objective = {"critic": compiled(_critic_objective, backward=True),
+                          "actor": compiled(_actor_objective, backward=True)}
+        self.task_gradients = {"critic": compiled(_critic_task_gradients, backward=True),
+                               "actor": compiled(_actor_task_gradients, backward=True)}
         self.temperature_loss = compiled(_temperature_loss)
         self.optimizer_step = {"critic": optimizer(_critic_optimizer_step),
                                "actor": optimizer(_actor_optimizer_step),
@@ -228,13 +251,14 @@ def check_compilable(agent: SAC) -> None:
     """Raise :class:`MtrlError` (one line, with the config key) for what cannot compile."""
     if agent.name != "sac":
         raise MtrlError(f"agent.compile supports agent 'sac' only, not '{agent.name}' (it "
-                        "overrides pieces of the update)")
+                        "overrides pieces of the update); set agent.compile=false")
     for role in ("actor", "critic"):
         combiner = getattr(agent, f"{role}_combiner")
         name = agent.init_kwargs[f"{role}_combiner"]
         if type(combiner) is not COMPILED_COMBINERS.get(name):
             raise MtrlError(f"agent.compile does not support agent.{role}_combiner={name} "
-                            f"(supported: {', '.join(COMPILED_COMBINERS)})")
+                            f"(supported: {', '.join(COMPILED_COMBINERS)}); set "
+                            "agent.compile=false")
 
 
 def _one_graph(fn: Callable[..., Any], piece: str) -> Callable[..., Any]:

@@ -407,8 +407,8 @@ class SAC(Agent):
                 observe(episodes)
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
-        if self.compiled is not None:  # the same update, its pieces compiled
-            return self.compiled.update(batch)
+        if self.compiled is not None:  # this update, its pieces compiled (mtrl.agents.compiled
+            return self.compiled.update(batch)  # mirrors it: edit both; test_compile.py checks)
         metrics: dict[str, Tensor] = {}
         scale = self.reward_scale()
         if scale is not None:

@@ -26,6 +26,7 @@ CONFIGS = {
     "mean": {},
     "popart": {"popart": True},
     "pcgrad": {"actor_combiner": "pcgrad", "critic_combiner": "pcgrad"},
+    "cagrad": {"actor_combiner": "cagrad", "critic_combiner": "cagrad"},
     "categorical": {"critic_loss": "categorical", "critic_ensemble": "mean", "num_bins": 11,
                     "task_encoding": "embedding", "reward_normalization": True,
                     "weight_decay": 0.01},
