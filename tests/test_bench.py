@@ -32,3 +32,9 @@ def test_update_flops_match_the_networks_matmuls():
 def test_format_suite_lists_every_figure():
     text = bench.format_suite({"device": "cpu", "update_vs_sb3": 1.5})
     assert "update_vs_sb3" in text and "1.500" in text
+
+
+def test_evaluation_seconds_times_one_full_evaluation():
+    from mtrl.training.bench import evaluation_seconds
+
+    assert evaluation_seconds("fake:2", episodes=2, envs_per_task=1, max_episode_steps=5) > 0

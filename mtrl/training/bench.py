@@ -52,6 +52,28 @@ def mtrl_env_steps_per_s(tasks: str, steps: int, envs_per_task: int = 1,
         env.close()
 
 
+def evaluation_seconds(tasks: str, episodes: int, envs_per_task: int = 10,
+                       max_episode_steps: int | None = None) -> float:
+    """Wall-clock of one official evaluation (``episodes`` per task, deterministic actions of
+    a fresh multi-head agent, which never succeeds early: every episode runs to its time
+    limit, the protocol's worst case) on Meta-World's envs in worker processes. The same for
+    both backends: evaluation always runs Meta-World's envs on the benchmark's goals."""
+    from mtrl.agents import SAC
+    from mtrl.envs import make_vector_env
+    from mtrl.training.evaluation import EVAL_SEED_OFFSET, evaluate
+
+    env = make_vector_env(tasks, envs_per_task, seed=EVAL_SEED_OFFSET, goal_seed=0,
+                          max_episode_steps=max_episode_steps)
+    try:
+        agent = SAC(env.obs_dim, env.act_dim, env.num_tasks,
+                    {"type": "multihead", "hidden_sizes": [400, 400, 400], "activation": "relu"})
+        start = time.perf_counter()
+        evaluate(lambda obs, task: agent.act(obs, task, deterministic=True), env, episodes)
+        return time.perf_counter() - start
+    finally:
+        env.close()
+
+
 def gym_env_steps_per_s(benchmark: str, steps: int, strategy: str) -> float:
     """Env steps per second of ``gymnasium.make_vec("Meta-World/<benchmark>")`` (one process
     per env for ``async``, in-process for ``sync``) with random actions."""
@@ -350,6 +372,24 @@ def run_suite(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
     mt50 = training_run("mt50_mtmhsac", run_steps // 4, device=device)
     out["mt50_train_env_steps_per_s"] = mt50["env_steps_per_s"]
     out["mt50_peak_rss_gb"] = mt50["peak_rss_gb"]
+    if "mt10_envpool_steps_per_s" in out:  # the same training runs on EnvPool's envs
+        from mtrl.envs.envpool_env import REFUSED_TASKS
+        from mtrl.envs.tasks import resolve_tasks
+
+        for bench_name, preset, learning in (("mt10", "mt10_mtmhsac", run_steps),
+                                             ("mt50", "mt50_mtmhsac", run_steps // 4)):
+            tasks = ",".join(t for t in resolve_tasks(bench_name.upper())
+                             if t not in REFUSED_TASKS)  # MT50: 43 tasks
+            pool = training_run(preset, learning, ("env.backend=envpool", f"env.tasks={tasks}"),
+                                device=device)
+            out[f"{bench_name}_envpool_train_env_steps_per_s"] = pool["env_steps_per_s"]
+            out[f"{bench_name}_envpool_peak_rss_gb"] = pool["peak_rss_gb"]
+        out["mt10_envpool_train_vs_metaworld_train"] = (
+            out["mt10_envpool_train_env_steps_per_s"] / out["mt10_train_env_steps_per_s"])
+    # one MT10 evaluation, both backends (their evaluation envs are Meta-World's)
+    out["mt10_eval_episodes"] = 2 if quick else 50
+    out["mt10_eval_seconds"] = evaluation_seconds("MT10", out["mt10_eval_episodes"],
+                                                  max_episode_steps=100 if quick else None)
     return out
 
 
