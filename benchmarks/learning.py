@@ -497,37 +497,24 @@ def markdown(data: dict[str, Any]) -> str:
         o = single["overall"]
         lines.append(f"| single (vs SB3 SAC) | **mean** | {cell(o['mtrl'])} | {cell(o['sb3'])} "
                      "| | |")
-    multi = data["multitask"]
-    for task, row in multi.items():
-        if task not in ("overall", "seconds"):
-            lines.append(f"| multi-task MH-SAC (vs SB3 experts) | {task} | "
-                         f"{cell(row['mtrl_multihead'])} | {cell(row['sb3_experts'])} | | |")
-    if "overall" in multi:
-        o, s = multi["overall"], multi["seconds"]
-        lines.append(f"| multi-task MH-SAC (vs SB3 experts) | **mean** | "
-                     f"{cell(o['mtrl_multihead'])} | {cell(o['sb3_experts'])} | "
-                     f"{s['mtrl_multihead']['mean']:.0f} | "
-                     f"{s['sb3_experts_summed']['mean']:.0f} (summed) |")
-    for variant, rows in data["variants"].items():
-        name, label = f"mtrl_{variant}", f"multi-task {VARIANT_LABELS.get(variant, variant)}"
+    def section(label: str, rows: dict[str, Any], left: str, right: str,
+                right_seconds: str = "", note: str = "") -> None:
+        """Per-task rows and a mean row (with wall-clock) of a suite comparing two columns."""
         for task, row in rows.items():
             if task not in ("overall", "seconds"):
-                lines.append(f"| {label} (vs mtrl MH-SAC) | {task} | {cell(row[name])} | "
-                             f"{cell(row['mtrl_multihead'])} | | |")
-        o, s = rows["overall"], rows["seconds"]
-        lines.append(f"| {label} (vs mtrl MH-SAC) | **mean** | {cell(o[name])} | "
-                     f"{cell(o['mtrl_multihead'])} | {s[name]['mean']:.0f} | "
-                     f"{s['mtrl_multihead']['mean']:.0f} |")
-    peer = data.get("multitask_peer", {})
-    for task, row in peer.items():
-        if task not in ("overall", "seconds"):
-            lines.append(f"| multi-task MT-SAC (vs SB3 MT-SAC) | {task} | "
-                         f"{cell(row['mtrl_mtsac'])} | {cell(row['sb3_mtsac'])} | | |")
-    if "overall" in peer:
-        o, s = peer["overall"], peer["seconds"]
-        lines.append(f"| multi-task MT-SAC (vs SB3 MT-SAC) | **mean** | {cell(o['mtrl_mtsac'])} "
-                     f"| {cell(o['sb3_mtsac'])} | {s['mtrl_mtsac']['mean']:.0f} | "
-                     f"{s['sb3_mtsac']['mean']:.0f} |")
+                lines.append(f"| {label} | {task} | {cell(row[left])} | {cell(row[right])} | | |")
+        if "overall" in rows:
+            o, s = rows["overall"], rows["seconds"]
+            lines.append(f"| {label} | **mean** | {cell(o[left])} | {cell(o[right])} | "
+                         f"{s[left]['mean']:.0f} | {s[right_seconds or right]['mean']:.0f}{note} |")
+
+    section("multi-task MH-SAC (vs SB3 experts)", data["multitask"], "mtrl_multihead",
+            "sb3_experts", "sb3_experts_summed", " (summed)")
+    for variant, rows in data["variants"].items():
+        section(f"multi-task {VARIANT_LABELS.get(variant, variant)} (vs mtrl MH-SAC)", rows,
+                f"mtrl_{variant}", "mtrl_multihead")
+    section("multi-task MT-SAC (vs SB3 MT-SAC)", data["multitask_peer"], "mtrl_mtsac",
+            "sb3_mtsac")
     return "\n".join(lines)
 
 
