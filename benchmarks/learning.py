@@ -1,8 +1,9 @@
 """Learning benchmark: mtrl side by side with stable-baselines3, same sizes, budget and seeds.
 
     python benchmarks/learning.py [--quick] [--json FILE] [--out DIR] [--jobs N] [--seeds N]
-                                  [--suites single,multitask,peer,brc,mgda,dwa,dtp]
-                                  [--peer-out DIR] [--mtrl-set KEY=VALUE ...]
+                                  [--suites single,multitask,peer,brc,mtsac,mgda,dwa,dtp]
+                                  [--peer-out DIR] [--peer-tasks T1,T2,...]
+                                  [--mtrl-set KEY=VALUE ...]
 
 Several suites, every run evaluated at its end (the **final** evaluation, not a maximum over
 time) with the official Meta-World protocol (deterministic actions, 50 episodes per task on
@@ -15,12 +16,13 @@ the benchmark's 50 goals, success = success at any step):
   at the same steps and updates per task (each update of the multi-task agent uses
   ``batch_per_task`` rows of every task, as each expert's update uses ``batch_per_task`` rows).
   The experts of the tasks that are also single-task tasks are those runs (same settings).
-* ``brc``, ``mgda``, ``dwa``, ``dtp`` (``VARIANTS``): one method changed, on ``MULTI_TASKS``
-  beside the multi-task suite's multi-head SAC runs of the same seeds and budget: BRC at a CPU
-  width (:func:`_brc_config`), or multi-head SAC with that gradient combiner (its mt10
-  preset's options).
-* ``peer``: the same algorithm in both libraries on ``PEER_TASKS`` at once: MT-SAC, one
-  network on the observation and the one-hot task id, one temperature for all tasks. mtrl:
+* ``brc``, ``mtsac``, ``mgda``, ``dwa``, ``dtp`` (``VARIANTS``): one method changed, on
+  ``MULTI_TASKS`` beside the multi-task suite's multi-head SAC runs of the same seeds and
+  budget: BRC at a CPU width (:func:`_brc_config`), MT-SAC (the peer suite's algorithm), or
+  multi-head SAC with that gradient combiner (its mt10 preset's options).
+* ``peer``: the same algorithm in both libraries on ``PEER_TASKS`` (or ``--peer-tasks``) at
+  once: MT-SAC, one network on the observation and the one-hot task id, one temperature for
+  all tasks. mtrl:
   ``agent.network.type=mlp agent.shared_temperature=true``; SB3: its SAC on the tasks' envs
   stepped together (a ``VecEnv`` with one-hot observations, :func:`sb3_multitask_vec_env`),
   one update per vector step on ``batch_per_task`` x tasks rows drawn uniformly from its one
@@ -81,6 +83,8 @@ PEER_TASKS = ["reach-v3", "drawer-close-v3"]
 # method changed (the combiners: the options of their mt10_* presets)
 VARIANTS: dict[str, list[str]] = {
     "brc": [],  # BRC's own config: _brc_config
+    # MT-SAC (the peer suite's algorithm) on the multi-task suite's tasks
+    "mtsac": ["agent.network.type=mlp", "agent.shared_temperature=true"],
     "mgda": ["agent.actor_combiner=mgda", "agent.critic_combiner=mgda",
              "agent.combiners.mgda.gradients=representation",
              "agent.combiners.mgda.normalization=none", "agent.combiners.mgda.iterations=50"],
@@ -163,9 +167,7 @@ def _train_mtrl(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, 
     if run.method == "brc":
         return dict(train(_brc_config(run, settings), run_dir).per_task)
     tasks = f"MT1:{run.tasks[0]}" if len(run.tasks) == 1 else ",".join(run.tasks)
-    network = "mlp" if len(run.tasks) == 1 or run.method == "mtsac" else "multihead"
-    # MT-SAC as SB3 can run it: one network on obs + one-hot, one temperature for all tasks
-    mtsac = ["agent.shared_temperature=true"] if run.method == "mtsac" else []
+    network = "mlp" if len(run.tasks) == 1 else "multihead"  # a variant may change it
     lr = settings["lr"]
     capacity = settings["buffer"] // len(run.tasks)
     config = load_config(None, [
@@ -175,7 +177,7 @@ def _train_mtrl(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, 
         f"agent.gamma={settings['gamma']}", f"agent.tau={settings['tau']}",
         f"agent.init_temperature={settings['init_temperature']}",
         f"replay.capacity_per_task={min(capacity, settings['steps'])}",
-        *_common(settings, run.seed), *mtsac, *VARIANTS.get(run.method, []),
+        *_common(settings, run.seed), *VARIANTS.get(run.method, []),
         *settings["mtrl_overrides"],
     ])
     return dict(train(config, run_dir).per_task)
@@ -477,7 +479,7 @@ def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 4) if b > 0 else None
 
 
-VARIANT_LABELS = {"brc": "BRC", "mgda": "MH-SAC + MGDA-UB", "dwa": "MH-SAC + DWA",
+VARIANT_LABELS = {"brc": "BRC", "mtsac": "MT-SAC", "mgda": "MH-SAC + MGDA-UB", "dwa": "MH-SAC + DWA",
                   "dtp": "MH-SAC + DTP"}
 
 
@@ -531,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated suites to run (of {', '.join(SUITES)})")
     parser.add_argument("--peer-out", help="run directories of the SB3 runs (default: --out), "
                         "so that an ablation's mtrl runs (--out) meet the same SB3 runs")
+    parser.add_argument("--peer-tasks", default=",".join(PEER_TASKS),
+                        help="comma-separated tasks of the peer suite (e.g. the multi-task "
+                             "suite's, to compare MT-SAC in both libraries there)")
     parser.add_argument("--mtrl-set", action="append", default=[], metavar="KEY=VALUE",
                         help="an mtrl config override for every mtrl run (an ablation; give "
                              "it its own --out)")
@@ -544,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown suite(s) {', '.join(unknown)} (choose from {', '.join(SUITES)})")
     single = SINGLE_TASKS[:1] if args.quick else SINGLE_TASKS
     multi = MULTI_TASKS[:2] if args.quick else MULTI_TASKS
-    peer = PEER_TASKS
+    peer = args.peer_tasks.split(",")
     runs = plan(settings, single, multi, peer, suites)
 
     def out_dir(run: Run) -> str:

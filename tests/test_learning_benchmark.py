@@ -136,7 +136,10 @@ def test_every_variant_is_a_valid_config(variant, tmp_path):
     else:
         config = load_config(None, [f"env.tasks={','.join(run.tasks)}",
                                     "agent.network.type=multihead", *bench.VARIANTS[variant]])
-        assert variant in (config.agent.actor_combiner, config.agent.critic_combiner)
+        if variant == "mtsac":  # the peer suite's algorithm: one-hot MLP, one temperature
+            assert config.agent.network.type == "mlp" and config.agent.shared_temperature
+        else:
+            assert variant in (config.agent.actor_combiner, config.agent.critic_combiner)
 
 
 def test_sb3_view_of_a_multitask_env_follows_the_vec_env_conventions():
