@@ -34,7 +34,22 @@ def test_format_suite_lists_every_figure():
     assert "update_vs_sb3" in text and "1.500" in text
 
 
-def test_evaluation_seconds_times_one_full_evaluation():
-    from mtrl.training.bench import evaluation_seconds
+def test_evaluation_seconds_times_one_full_evaluation(monkeypatch):
+    """The figure is the clock around exactly one evaluation (every task's episodes) and
+    nothing else."""
+    import types
 
-    assert evaluation_seconds("fake:2", episodes=2, envs_per_task=1, max_episode_steps=5) > 0
+    import mtrl.training.evaluation as evaluation
+
+    clock = iter([100.0, 103.5])
+    calls = []
+    real_evaluate = evaluation.evaluate
+
+    def recorded(policy, env, episodes, **kwargs):
+        calls.append((env.num_tasks, episodes))
+        return real_evaluate(policy, env, episodes, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", recorded)
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    seconds = bench.evaluation_seconds("fake:2", episodes=2, envs_per_task=1, max_episode_steps=5)
+    assert seconds == 3.5 and calls == [(2, 2)]
