@@ -48,7 +48,9 @@ over seeds, wall-clock seconds per run, and the ratios
   suite's mtrl / SB3 mean success and mean wall-clock per run;
 * ``<variant>_success_ratio_vs_multihead``, ``<variant>_wallclock_ratio_vs_multihead``
   (``brc_...``, ``mgda_...``, ...): the variant / multi-head SAC, mean success and wall-clock
-  per run (the same budget, env steps and evaluation: the difference is the update).
+  per run (the same budget, env steps and evaluation: the difference is the update);
+  ``<variant>_success_ratio_vs_experts``: the variant / the multi-task suite's SB3 experts of
+  the same seeds.
 
 Finished runs are kept in ``--out`` (one directory each) and reused when the benchmark is run
 again, so an interrupted benchmark continues where it stopped; ``--report-only`` writes the
@@ -451,6 +453,11 @@ def report(results: dict[Run, dict[str, Any]], settings: dict[str, Any], single:
                                                              mh_overall["mean"])
         out[f"{variant}_wallclock_ratio_vs_multihead"] = round(
             row["seconds"][name]["mean"] / row["seconds"]["mtrl_multihead"]["mean"], 4)
+        expert_runs = [Run("sb3", (t,), 0) for t in multi]
+        if set(seeds) <= set(complete(expert_runs)):  # the experts of the same seeds
+            experts_mean = summary(overall_seeds(
+                {r.tasks[0]: runs(r, seeds) for r in expert_runs}, multi))["mean"]
+            out[f"{variant}_success_ratio_vs_experts"] = _ratio(v_overall["mean"], experts_mean)
 
     pair = {lib: Run(lib, tuple(peer or ()), 0, "mtsac") for lib in libraries}
     seeds = complete(list(pair.values())) if peer else []

@@ -121,6 +121,13 @@ def test_report_of_the_brc_row_by_hand():
     assert data["brc_success_ratio_vs_multihead"] == pytest.approx(0.6 / 0.3)
     assert data["brc_wallclock_ratio_vs_multihead"] == pytest.approx(1.2)
     assert "| multi-task BRC (vs mtrl MH-SAC) | **mean** | 0.60" in bench.markdown(data)
+    assert "brc_success_ratio_vs_experts" not in data
+    # with the experts of the same seed: BRC 0.6 vs the experts' (0.8 + 0.4) / 2
+    results[bench.Run("sb3", ("a",), 0)] = {"per_task": {"a": 0.8}, "seed": 0, "seconds": 50.0}
+    results[bench.Run("sb3", ("b",), 0)] = {"per_task": {"b": 0.4}, "seed": 0, "seconds": 50.0}
+    data = bench.report(results, settings, [], ["a", "b"])
+    assert data["brc_success_ratio_vs_experts"] == pytest.approx(0.6 / 0.6)
+    assert data["multitask_success_ratio_vs_experts"] == pytest.approx(0.3 / 0.6)
 
 
 @pytest.mark.parametrize("variant", sorted(bench.VARIANTS))
