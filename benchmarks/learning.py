@@ -22,8 +22,7 @@ the benchmark's 50 goals, success = success at any step):
   multi-head SAC with that gradient combiner (its mt10 preset's options).
 * ``peer``: the same algorithm in both libraries on ``PEER_TASKS`` (or ``--peer-tasks``) at
   once: MT-SAC, one network on the observation and the one-hot task id, one temperature for
-  all tasks. mtrl:
-  ``agent.network.type=mlp agent.shared_temperature=true``; SB3: its SAC on the tasks' envs
+  all tasks. mtrl: ``VARIANTS["mtsac"]``; SB3: its SAC on the tasks' envs
   stepped together (a ``VecEnv`` with one-hot observations, :func:`sb3_multitask_vec_env`),
   one update per vector step on ``batch_per_task`` x tasks rows drawn uniformly from its one
   buffer (mtrl draws ``batch_per_task`` rows of each task), ``steps`` x tasks transitions.
@@ -410,11 +409,17 @@ def report(results: dict[Run, dict[str, Any]], settings: dict[str, Any], single:
         out["wallclock_ratio_vs_sb3"] = round(seconds["mtrl"] / seconds["sb3"], 4)
 
     multihead = Run("mtrl", tuple(multi), 0)
-    seeds = complete([multihead] + [Run("sb3", (t,), 0) for t in multi])
+    expert_runs = [Run("sb3", (t,), 0) for t in multi]
+
+    def experts_of(seeds: list[int]) -> dict[str, list[dict[str, Any]]]:
+        """Each multi-task suite task's SB3 expert runs of those seeds."""
+        return {r.tasks[0]: runs(r, seeds) for r in expert_runs}
+
+    seeds = complete([multihead, *expert_runs])
     out["seeds_done"]["multitask"] = len(seeds)
     if seeds:
         mt_runs = runs(multihead, seeds)
-        experts = {t: runs(Run("sb3", (t,), 0), seeds) for t in multi}
+        experts = experts_of(seeds)
         for task in multi:
             out["multitask"][task] = {
                 "mtrl_multihead": summary(per_task_seeds(mt_runs, task)),
@@ -453,10 +458,8 @@ def report(results: dict[Run, dict[str, Any]], settings: dict[str, Any], single:
                                                              mh_overall["mean"])
         out[f"{variant}_wallclock_ratio_vs_multihead"] = round(
             row["seconds"][name]["mean"] / row["seconds"]["mtrl_multihead"]["mean"], 4)
-        expert_runs = [Run("sb3", (t,), 0) for t in multi]
         if set(seeds) <= set(complete(expert_runs)):  # the experts of the same seeds
-            experts_mean = summary(overall_seeds(
-                {r.tasks[0]: runs(r, seeds) for r in expert_runs}, multi))["mean"]
+            experts_mean = summary(overall_seeds(experts_of(seeds), multi))["mean"]
             out[f"{variant}_success_ratio_vs_experts"] = _ratio(v_overall["mean"], experts_mean)
 
     pair = {lib: Run(lib, tuple(peer or ()), 0, "mtsac") for lib in libraries}
@@ -486,8 +489,8 @@ def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 4) if b > 0 else None
 
 
-VARIANT_LABELS = {"brc": "BRC", "mtsac": "MT-SAC", "mgda": "MH-SAC + MGDA-UB", "dwa": "MH-SAC + DWA",
-                  "dtp": "MH-SAC + DTP"}
+VARIANT_LABELS = {"brc": "BRC", "mtsac": "MT-SAC", "mgda": "MH-SAC + MGDA-UB",
+                  "dwa": "MH-SAC + DWA", "dtp": "MH-SAC + DTP"}
 
 
 def markdown(data: dict[str, Any]) -> str:
