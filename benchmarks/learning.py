@@ -73,6 +73,8 @@ from typing import Any
 
 import numpy as np
 
+from mtrl.training.rundir import CHECKPOINT_FILE
+
 # drawer-close-v3 is the "harder" single task: its reward is exactly 0 while the gripper action
 # is negative, the trap a near-deterministic initial policy falls into (issue 14)
 SINGLE_TASKS = ["reach-v3", "drawer-close-v3"]
@@ -125,7 +127,11 @@ class Run:
 
 
 def run_one(run: Run, settings: dict[str, Any], out: str) -> dict[str, Any]:
-    """Train and evaluate one run in its own directory (reused if it already finished)."""
+    """Train and evaluate one run in its own directory (reused if it already finished).
+
+    An interrupted mtrl run resumes from its last checkpoint (exact in ``env.mode=sync``, so
+    the result is the uninterrupted run's); its wall-clock is the sum of its segments up to the
+    checkpoint each resumed from. An interrupted SB3 run starts again from scratch."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -134,19 +140,35 @@ def run_one(run: Run, settings: dict[str, Any], out: str) -> dict[str, Any]:
     result_path = run_dir / RESULT_FILE
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    if run_dir.exists():  # an interrupted run: start it again from scratch
+    resume = run.library == "mtrl" and (run_dir / CHECKPOINT_FILE).is_file()
+    if run_dir.exists() and not resume:  # nothing to resume from: start again from scratch
         import shutil
 
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prior_seconds, segments = _resume_clock(run_dir, resume)
     start = time.perf_counter()
-    with open(run_dir / "console.log", "w") as console, contextlib.redirect_stdout(console):
-        train_run = _train_mtrl if run.library == "mtrl" else _train_sb3
-        per_task = train_run(run, settings, run_dir)
+    with open(run_dir / "console.log", "a") as console, contextlib.redirect_stdout(console):
+        per_task = (_train_mtrl(run, settings, run_dir, resume) if run.library == "mtrl"
+                    else _train_sb3(run, settings, run_dir))
     result = {"library": run.library, "tasks": list(run.tasks), "seed": run.seed,
-              "per_task": per_task, "seconds": time.perf_counter() - start}
+              "per_task": per_task, "seconds": prior_seconds + time.perf_counter() - start,
+              "segments": segments}
     result_path.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _resume_clock(run_dir: Path, resume: bool) -> tuple[float, int]:
+    """Seconds the run's earlier segments spent up to the checkpoint this segment resumes from,
+    and this segment's number (1: a fresh run); the clock's file is updated for the next."""
+    clock_path = run_dir / "segments.json"
+    clock = json.loads(clock_path.read_text()) if resume and clock_path.is_file() else {}
+    prior, segments = clock.get("prior_seconds", 0.0), clock.get("segments", 0) + 1
+    if resume and "started" in clock:  # the work after the checkpoint is redone: not counted
+        prior += max((run_dir / CHECKPOINT_FILE).stat().st_mtime - clock["started"], 0.0)
+    clock_path.write_text(json.dumps({"prior_seconds": prior, "segments": segments,
+                                      "started": time.time()}) + "\n")
+    return prior, segments
 
 
 def _common(settings: dict[str, Any], seed: int) -> list[str]:
@@ -154,19 +176,20 @@ def _common(settings: dict[str, Any], seed: int) -> list[str]:
     return [
         f"replay.batch_per_task={settings['batch_per_task']}",
         f"train.steps_per_task={steps}", f"train.warmup_steps_per_task={settings['warmup_steps']}",
-        "train.updates_per_step=1", f"train.eval_every={steps}", f"train.checkpoint_every={steps}",
+        "train.updates_per_step=1", f"train.eval_every={steps}", f"train.checkpoint_every={max(steps // 10, 1)}",
         f"train.eval_episodes={settings['eval_episodes']}", f"train.seed={seed}",
         "train.device=cpu", "env.mode=sync", "env.eval_envs_per_task=10",
         "log.tensorboard=false", "log.progress=false", f"log.every={max(steps // 10, 1)}",
     ]
 
 
-def _train_mtrl(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, float]:
+def _train_mtrl(run: Run, settings: dict[str, Any], run_dir: Path,
+                resume: bool = False) -> dict[str, float]:
     from mtrl.config import load_config
     from mtrl.training.loop import train
 
     if run.method == "brc":
-        return dict(train(_brc_config(run, settings), run_dir).per_task)
+        return dict(train(_brc_config(run, settings), run_dir, resume).per_task)
     tasks = f"MT1:{run.tasks[0]}" if len(run.tasks) == 1 else ",".join(run.tasks)
     network = "mlp" if len(run.tasks) == 1 else "multihead"  # a variant may change it
     lr = settings["lr"]
@@ -181,7 +204,7 @@ def _train_mtrl(run: Run, settings: dict[str, Any], run_dir: Path) -> dict[str, 
         *_common(settings, run.seed), *VARIANTS.get(run.method, []),
         *settings["mtrl_overrides"],
     ])
-    return dict(train(config, run_dir).per_task)
+    return dict(train(config, run_dir, resume).per_task)
 
 
 def _brc_config(run: Run, settings: dict[str, Any]) -> Any:

@@ -68,6 +68,24 @@ def test_quick_benchmark_trains_both_libraries_and_writes_the_json(tmp_path):
     assert runs == ["mtrl_mt2_s0", "mtrl_reach-v3_s0", "sb3_drawer-close-v3_s0", "sb3_reach-v3_s0"]
 
 
+def test_an_interrupted_mtrl_run_resumes_into_the_uninterrupted_result(tmp_path, monkeypatch):
+    """A run killed after its first checkpoint (a snapshot of its directory then) resumes from
+    it, ends with the uninterrupted run's success rates and counts its wall-clock once."""
+    from test_resume import _snapshot_at_first_checkpoint
+
+    run = bench.Run("mtrl", ("reach-v3",), 0)
+    settings = {**bench.SETTINGS, **bench.QUICK}
+    with monkeypatch.context() as m:
+        _snapshot_at_first_checkpoint(m, tmp_path / "killed" / run.name)
+        full = bench.run_one(run, settings, str(tmp_path / "full"))
+    assert full["segments"] == 1
+    assert not (tmp_path / "killed" / run.name / bench.RESULT_FILE).exists()
+    resumed = bench.run_one(run, settings, str(tmp_path / "killed"))
+    assert resumed["segments"] == 2
+    assert resumed["per_task"] == full["per_task"]
+    assert 0 < resumed["seconds"] < 2 * full["seconds"] + 60
+
+
 @pytest.mark.slow
 def test_quick_peer_and_variant_suites(tmp_path):
     out = tmp_path / "bench.json"
