@@ -62,7 +62,8 @@ from mtrl.data import Batch, Episodes
 from mtrl.errors import MtrlError
 from mtrl.nn import (Ensemble, build_network, explicit_spec, last_shared_weight_name,
                      observe_task_losses, task_loss_mask, task_parameter_names)
-from mtrl.optim import PopArt, TaskLoss, build_combiner, output_layer_name, with_task_output
+from mtrl.optim import (PopArt, TaskLoss, build_combiner, call_with, output_layer_name,
+                        with_task_output)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -217,14 +218,17 @@ class SAC(Agent):
             )
         if weight_decay > 0:  # decoupled weight decay (AdamW), BRC's regularisation
             self.actor_optimizer: torch.optim.Optimizer = torch.optim.AdamW(
-                self.actor.parameters(), lr=actor_lr, weight_decay=weight_decay)
+                self.actor.parameters(), lr=actor_lr, weight_decay=weight_decay, foreach=True)
             self.critic_optimizer: torch.optim.Optimizer = torch.optim.AdamW(
-                self.critic.parameters(), lr=critic_lr, weight_decay=weight_decay)
-        else:
-            self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr)
-            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr)
+                self.critic.parameters(), lr=critic_lr, weight_decay=weight_decay,
+                foreach=True)
+        else:  # foreach: the single-tensor loop's numbers (bit for bit), fewer op launches
+            self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr,
+                                                    foreach=True)
+            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr,
+                                                     foreach=True)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha_param], lr=alpha_lr,
-                                                betas=(alpha_beta1, 0.999))
+                                                betas=(alpha_beta1, 0.999), foreach=True)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed + 1)
         self.num_updates = 0
@@ -335,15 +339,17 @@ class SAC(Agent):
         if self.popart is not None:
             target = self.popart.normalize(target, batch.task_id)
 
+        own = dict(self.critic.named_parameters())
+
         def rows(params: dict[str, Tensor], obs: Tensor, action: Tensor, y: Tensor,
                  task: Tensor) -> Tensor:
-            q = functional_call(self.critic, params, (torch.cat([obs, action], -1), task))
+            q = call_with(self.critic, params, own, torch.cat([obs, action], -1), task)
             if self.categorical:  # cross-entropy to the target distribution, summed over critics
                 return -(y * torch.log_softmax(q, -1)).sum(-1).sum(0)
             return 0.5 * (q.squeeze(-1) - y).pow(2).sum(0)
 
         return TaskLoss(
-            rows, dict(self.critic.named_parameters()),
+            rows, own,
             (batch.obs, batch.action, target, batch.task_id), self.num_tasks,
             self._critic_task_params, self.task_weights(batch), self._critic_shared_layer,
             self._critic_mask,
@@ -353,6 +359,7 @@ class SAC(Agent):
         """Per-task policy loss; the critic enters as constants. Aux output: log pi.
         ``noise``: the actions' standard-normal noise (default: from the agent's generator)."""
         critic_state = {k: v.detach() for k, v in self.critic.named_parameters()}
+        own = dict(self.actor.named_parameters())
         alpha = self.log_alpha.detach().exp()[batch.task_id]
         if noise is None:
             noise = self.policy_noise(batch.obs.shape[0])
@@ -363,7 +370,7 @@ class SAC(Agent):
 
         def rows(params: dict[str, Tensor], obs: Tensor, task: Tensor, eps: Tensor,
                  alpha_rows: Tensor, *popart: Tensor) -> tuple[Tensor, Tensor]:
-            out = functional_call(self.actor, params, (obs, task))
+            out = call_with(self.actor, params, own, obs, task)
             action, cost, aux = self.policy_sample(out, eps, alpha_rows)
             q = functional_call(self.critic, critic_state, (torch.cat([obs, action], -1), task))
             q = self.ensemble_q(q)
@@ -373,7 +380,7 @@ class SAC(Agent):
             return cost - q, aux
 
         return TaskLoss(
-            rows, dict(self.actor.named_parameters()),
+            rows, own,
             (batch.obs, batch.task_id, noise, alpha, *popart_rows),
             self.num_tasks, self._actor_task_params, self.task_weights(batch),
             self._actor_shared_layer, self._actor_mask,

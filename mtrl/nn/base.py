@@ -47,6 +47,38 @@ def mlp_layers(in_dim: int, hidden_sizes: Iterable[int], activation: str) -> nn.
     return nn.Sequential(*layers)
 
 
+def stacked_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Every member's ``F.linear`` at once, from stacked parameters ``weight (E, out, in)``,
+    ``bias (E, out)`` (or ``(E, n, out)``, a bias per row): ``x (n, in)`` shared by the
+    members or ``x (E, n, in)`` their own -> ``(E, n, out)``. The ops are the ones ``torch.vmap`` runs for a vmapped ``F.linear`` (one
+    matmul against all members' rows for a shared input, a batched matmul otherwise, then the
+    bias), so forward and backward give the same numbers bit for bit, without vmap's
+    per-call overhead."""
+    members, out_dim, in_dim = weight.shape
+    if x.dim() == 2:
+        y = torch.mm(weight.reshape(members * out_dim, in_dim), x.t())
+        y = y.view(members, out_dim, x.shape[0]).transpose(1, 2).contiguous()
+    else:
+        y = torch.bmm(x, weight.transpose(1, 2))
+    if bias.dim() == 2:  # (E, out); (E, n, out): a bias per row (MGDA's probe)
+        bias = bias.unsqueeze(1)
+    return bias * 1 + y  # "* 1": vmap's addmm decomposition (beta * bias)
+
+
+def stacked_sequential(layers: nn.Sequential, state: dict[str, Tensor], prefix: str,
+                       x: Tensor) -> Tensor:
+    """``layers`` (``nn.Linear`` and elementwise activations, as :func:`mlp_layers` builds)
+    run for every member at once with the stacked ``state`` (keys ``f"{prefix}{i}.weight"``);
+    see :func:`stacked_linear`."""
+    for index, layer in enumerate(layers):
+        if isinstance(layer, nn.Linear):
+            x = stacked_linear(x, state[f"{prefix}{index}.weight"],
+                               state[f"{prefix}{index}.bias"])
+        else:
+            x = layer(x)
+    return x
+
+
 class TaskLinear(BatchedLinear):
     """A separate linear layer per task: a :class:`BatchedLinear` with one member per task
     (``weight (T, in, out)``, ``bias (T, out)``, each slice initialised like ``nn.Linear``).

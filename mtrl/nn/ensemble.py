@@ -21,7 +21,8 @@ def _flat(name: str) -> str:
 
 
 class Ensemble(nn.Module):
-    """``n`` independently initialised copies of a network, stacked and run with ``vmap``.
+    """``n`` independently initialised copies of a network, stacked and run with ``vmap`` (or
+    the network's own stacked evaluation, :meth:`call`).
 
     Each parameter of the member architecture is stored once with a leading member dimension,
     so the members' matmuls become batched matmuls. ``forward(*inputs) -> (n, ...)``; all
@@ -65,12 +66,26 @@ class Ensemble(nn.Module):
         return self.call(self.member_state(), *inputs)
 
     def call(self, state: dict[str, Tensor], *inputs: Tensor) -> Tensor:
-        """Run the members with the given stacked ``state`` (e.g. detached or target copies)."""
+        """Run the members with the given stacked ``state`` (e.g. detached or target copies).
+
+        A member architecture that defines ``stacked_forward(state, *inputs)`` (the one-hot
+        MLP) evaluates the stacked members itself, with the ops ``vmap`` would run (same
+        numbers; a test checks it); the others, and every call inside a ``torch.func``
+        transform (per-task gradients, whose nested vmap orders its sums differently), run
+        under ``vmap``."""
+        stacked = getattr(self.template, "stacked_forward", None)
+        if stacked is not None and not _inside_functorch_transform():
+            return stacked(state, *inputs)
 
         def one(member_state: dict[str, Tensor]) -> Tensor:
             return functional_call(self.template, member_state, inputs)
 
         return torch.vmap(one, randomness="different")(state)
+
+
+def _inside_functorch_transform() -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``) is running this code."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 def observe_task_losses(network: nn.Module, losses: Tensor) -> None:

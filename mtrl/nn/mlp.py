@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from mtrl.nn.base import mlp_layers, one_hot
+from mtrl.nn.base import mlp_layers, one_hot, stacked_linear, stacked_sequential
 from mtrl.nn.registry import register_network
 
 
@@ -32,3 +32,11 @@ class OneHotMLP(nn.Module):
     def forward(self, x: Tensor, task_id: Tensor) -> Tensor:
         features = self.trunk(torch.cat([x, one_hot(task_id, self.num_tasks, x.dtype)], -1))
         return self.head(features)
+
+    def stacked_forward(self, state: dict[str, Tensor], x: Tensor, task_id: Tensor) -> Tensor:
+        """Every member of an :class:`~mtrl.nn.Ensemble` of this network at once, from their
+        stacked ``state``: ``(E, B, out_dim)``, bit for bit what ``vmap`` over the members
+        gives (:func:`~mtrl.nn.base.stacked_linear`), at a fraction of its overhead."""
+        inputs = torch.cat([x, one_hot(task_id, self.num_tasks, x.dtype)], -1)
+        features = stacked_sequential(self.trunk, state, "trunk.", inputs)
+        return stacked_linear(features, state["head.weight"], state["head.bias"])

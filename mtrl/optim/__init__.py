@@ -25,7 +25,7 @@ from mtrl.optim.gradient_methods import (
     uncertainty_coefficients,
 )
 from mtrl.optim.popart import PopArt, TaskAffineOutput, output_layer_name, with_task_output
-from mtrl.optim.task_loss import TaskLoss
+from mtrl.optim.task_loss import TaskLoss, call_with
 
 # the combiner modules (each registers its combiners on import; this order is the registry's)
 from mtrl.optim.surgery import CAGrad, CAGradOptions, PCGrad, PCGradOptions, TaskGradientCombiner
@@ -49,7 +49,7 @@ __all__ = [
     "CAGrad", "CAGradOptions", "COMBINERS", "DWA", "DWAOptions", "FAMO", "FAMOOptions",
     "FixedWeights", "FixedWeightsOptions", "GradNorm", "GradNormOptions", "GradientCombiner",
     "MGDA", "MGDAOptions", "MeanCombiner", "PCGrad", "PCGradOptions", "PopArt",
-    "TaskAffineOutput", "TaskGradientCombiner", "TaskLoss", "UncertaintyOptions",
+    "TaskAffineOutput", "TaskGradientCombiner", "TaskLoss", "UncertaintyOptions", "call_with",
     "UncertaintyWeighting", "build_combiner", "cagrad", "cagrad_coefficients",
     "dwa_weights", "famo_coefficients", "gradnorm_weight_grad", "min_norm_2",
     "min_norm_weights", "output_layer_name", "pcgrad",

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Union
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad_and_value, vmap
+from torch.func import functional_call, grad_and_value, vmap
 
 RowLoss = Callable[..., Union[Tensor, tuple[Tensor, Tensor]]]
 """``row_loss(params, *rows) -> loss_rows (n,)`` or ``(loss_rows (n,), aux_rows (n, ...))``."""
@@ -129,3 +129,14 @@ class TaskLoss:
         for name, g in grads.items():
             p = self.params[name]
             p.grad = g.detach().clone() if p.grad is None else p.grad + g
+
+
+def call_with(module: nn.Module, params: dict[str, Tensor], own: dict[str, Tensor],
+              *inputs: Tensor) -> Tensor:
+    """``module(*inputs)`` computed with ``params``: a plain call when ``params`` is ``own``
+    (the module's own parameter dict, which :meth:`TaskLoss.values` passes unchanged), else
+    ``functional_call`` (detached copies, :meth:`TaskLoss.task_gradients`' variables). The
+    same numbers either way; the plain call skips the parameter swap."""
+    if params is own:
+        return module(*inputs)
+    return functional_call(module, params, inputs)

@@ -1,0 +1,86 @@
+"""The one-hot MLP's stacked evaluation of an ensemble (what SAC's twin critics run) gives
+``vmap``'s numbers bit for bit: forward, every gradient, without grad, and inside the outer
+``vmap`` of per-task gradients; and the agent-level shortcuts that keep an update's numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import functional_call, grad, vmap
+
+from mtrl.nn import Ensemble, build_network
+from mtrl.nn.base import stacked_linear
+from mtrl.optim import call_with
+
+
+def _ensemble(hidden: list[int], num_tasks: int, in_dim: int = 9) -> Ensemble:
+    torch.manual_seed(0)
+    spec = {"type": "mlp", "hidden_sizes": hidden, "activation": "relu"}
+    return Ensemble([build_network(spec, in_dim, 1, num_tasks) for _ in range(2)])
+
+
+def _vmapped(ensemble: Ensemble, state: dict, *inputs: torch.Tensor) -> torch.Tensor:
+    """The generic path: vmap of functional_call over the members."""
+    return torch.vmap(lambda s: functional_call(ensemble.template, s, inputs))(state)
+
+
+def _gradients(ensemble: Ensemble, forward, x: torch.Tensor, t: torch.Tensor):
+    x = x.clone().requires_grad_(True)
+    out = forward(ensemble.member_state(), x, t)
+    params = list(ensemble.parameters())
+    grads = torch.autograd.grad((out.square() * torch.arange(1., out.numel() + 1).view_as(out)
+                                 ).sum(), [x, *params])
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("hidden,rows,num_tasks", [([16, 16], 12, 1), ([32, 24, 16], 30, 3)])
+def test_stacked_forward_is_vmap_bit_for_bit(hidden, rows, num_tasks):
+    ensemble = _ensemble(hidden, num_tasks)
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(rows, 9, generator=g), torch.arange(rows) % num_tasks
+    fast, fast_grads = _gradients(ensemble, ensemble.call, x, t)
+    slow, slow_grads = _gradients(ensemble, lambda s, *i: _vmapped(ensemble, s, *i), x, t)
+    assert torch.equal(fast, slow) and fast.shape == (2, rows, 1)
+    for a, b in zip(fast_grads, slow_grads):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        assert torch.equal(ensemble(x, t), _vmapped(ensemble, ensemble.member_state(), x, t))
+
+
+def test_stacked_forward_is_vmap_inside_per_task_vmap():
+    """Per-task gradients (TaskLoss.task_gradients) vmap over task blocks around the critic."""
+    ensemble = _ensemble([16, 16], 3)
+    state = {k: v.detach() for k, v in ensemble.member_state().items()}
+    g = torch.Generator().manual_seed(2)
+    x, t = torch.randn(3, 4, 9, generator=g), torch.arange(3).repeat_interleave(4).view(3, 4)
+
+    def per_task(forward):
+        def loss(s, xb, tb):
+            return forward(s, xb, tb).square().sum()
+        return vmap(grad(loss), in_dims=(None, 0, 0))(state, x, t)
+
+    fast = per_task(ensemble.call)
+    slow = per_task(lambda s, *i: _vmapped(ensemble, s, *i))
+    assert fast.keys() == slow.keys()
+    for name in fast:
+        assert torch.equal(fast[name], slow[name])
+
+
+def test_stacked_linear_by_hand():
+    """Shared input: each member's own x W_i^T + b_i; own inputs: per member."""
+    w = torch.tensor([[[1., 2.]], [[-1., 0.5]]])  # (2 members, out 1, in 2)
+    b = torch.tensor([[0.5], [-2.]])
+    x = torch.tensor([[1., 1.], [2., 0.]])
+    assert torch.equal(stacked_linear(x, w, b), torch.tensor([[[3.5], [2.5]], [[-2.5], [-4.]]]))
+    own = torch.stack([x, 2 * x])
+    assert torch.equal(stacked_linear(own, w, b),
+                       torch.tensor([[[3.5], [2.5]], [[-3.], [-6.]]]))
+
+
+def test_call_with_own_parameters_is_a_plain_call():
+    net = torch.nn.Linear(3, 2)
+    own = dict(net.named_parameters())
+    x = torch.randn(4, 3)
+    assert torch.equal(call_with(net, own, own, x), net(x))
+    zeros = {k: torch.zeros_like(v) for k, v in own.items()}
+    assert torch.equal(call_with(net, zeros, own, x), torch.zeros(4, 2))  # functional_call
