@@ -53,3 +53,11 @@ def test_evaluation_seconds_times_one_full_evaluation(monkeypatch):
     monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     seconds = bench.evaluation_seconds("fake:2", episodes=2, envs_per_task=1, max_episode_steps=5)
     assert seconds == 3.5 and calls == [(2, 2)]
+
+
+def test_single_task_update_comparison_times_both_libraries():
+    """Both libraries' single-task updates are timed (the fastest of the alternating rounds)."""
+    result = bench.single_task_update_seconds(repeats=2, rounds=2, hidden_sizes=(8,),
+                                              batch=16)
+    assert set(result) == {"mtrl_seconds", "sb3_seconds"}
+    assert all(0 < v < float("inf") for v in result.values())

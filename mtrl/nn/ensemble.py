@@ -7,6 +7,7 @@ report about themselves for the training log (the routing network's module usage
 from __future__ import annotations
 
 import copy
+import weakref
 from typing import Callable, Iterator
 
 import torch
@@ -84,8 +85,15 @@ class Ensemble(nn.Module):
 
 
 def _inside_functorch_transform() -> bool:
-    """Whether a ``torch.func`` transform (``vmap``, ``grad``) is running this code."""
-    return torch._C._functorch.peek_interpreter_stack() is not None
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``) is running this code (True when
+    this torch cannot tell: the vmap path is right everywhere)."""
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    return peek is None or peek() is not None
+
+
+_loss_hook_prefixes: "weakref.WeakKeyDictionary[nn.Module, list[str]]" = (
+    weakref.WeakKeyDictionary())
+"""Where each network's ``observe_task_losses`` hooks are (:func:`observe_task_losses`)."""
 
 
 def observe_task_losses(network: nn.Module, losses: Tensor) -> None:
@@ -99,10 +107,14 @@ def observe_task_losses(network: nn.Module, losses: Tensor) -> None:
     """
     ensemble = isinstance(network, Ensemble)
     root = network.template if ensemble else network
-    hooks = [(prefix, module.observe_task_losses) for prefix, module in root.named_modules()
-             if hasattr(module, "observe_task_losses")]
-    if not hooks:
+    prefixes = _loss_hook_prefixes.get(network)
+    if prefixes is None:  # found once per network (architectures do not change once built)
+        prefixes = [prefix for prefix, module in root.named_modules()
+                    if hasattr(module, "observe_task_losses")]
+        _loss_hook_prefixes[network] = prefixes
+    if not prefixes:
         return
+    hooks = [(prefix, root.get_submodule(prefix).observe_task_losses) for prefix in prefixes]
     if ensemble:
         tensors = network.member_state()
     else:

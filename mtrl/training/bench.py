@@ -7,6 +7,7 @@ here asserts an absolute time.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
@@ -158,11 +159,10 @@ def mtrl_update_seconds(num_tasks: int, batch_per_task: int = 128,
     return {"seconds": seconds, "flops": float(counter.get_total_flops())}
 
 
-def sb3_update_seconds(num_tasks: int, batch_per_task: int = 128,
-                       hidden_sizes: tuple[int, ...] = (400, 400, 400), repeats: int = 10,
-                       device: str = "cpu", obs_dim: int = 39, act_dim: int = 4) -> float:
-    """Seconds per stable-baselines3 SAC gradient step with the same network sizes and batch
-    (observation + one-hot task input, batch ``batch_per_task * num_tasks``)."""
+def _sb3_sac(num_tasks: int, hidden_sizes: tuple[int, ...], device: str, obs_dim: int,
+             act_dim: int) -> Any:
+    """stable-baselines3 SAC with the given widths on observation + one-hot task input, its
+    replay filled with 3,000 random rows."""
     import gymnasium as gym
 
     from mtrl.errors import require
@@ -183,11 +183,60 @@ def sb3_update_seconds(num_tasks: int, batch_per_task: int = 128,
         obs = rng.normal(size=(1, obs_dim + num_tasks)).astype(np.float32)
         model.replay_buffer.add(obs, obs, rng.uniform(-1, 1, (1, act_dim)), rng.normal(size=1),
                                 np.zeros(1), [{}])
+    return model
+
+
+def sb3_update_seconds(num_tasks: int, batch_per_task: int = 128,
+                       hidden_sizes: tuple[int, ...] = (400, 400, 400), repeats: int = 10,
+                       device: str = "cpu", obs_dim: int = 39, act_dim: int = 4) -> float:
+    """Seconds per stable-baselines3 SAC gradient step with the same network sizes and batch
+    (observation + one-hot task input, batch ``batch_per_task * num_tasks``)."""
+    model = _sb3_sac(num_tasks, hidden_sizes, device, obs_dim, act_dim)
     batch = batch_per_task * num_tasks
     model.train(gradient_steps=2, batch_size=batch)
     start = time.perf_counter()
     model.train(gradient_steps=repeats, batch_size=batch)
     return (time.perf_counter() - start) / repeats
+
+
+def single_task_update_seconds(repeats: int = 200, rounds: int = 5,
+                               hidden_sizes: tuple[int, ...] = (256, 256),
+                               batch: int = 128, device: str = "cpu", obs_dim: int = 39,
+                               act_dim: int = 4) -> dict[str, float]:
+    """Seconds per update (sampling included) of mtrl's one-task SAC (one-hot MLP, twin
+    critics) and of stable-baselines3's SAC at the learning benchmark's single-task sizes,
+    in ``rounds`` alternating rounds of ``repeats`` updates each; the fastest round of each
+    (at these sizes per-op overhead, not FLOPs, sets the pace, and a busy machine only adds
+    to a round). Keys ``mtrl_seconds``, ``sb3_seconds``."""
+    from mtrl.agents import SAC
+
+    spec = {"type": "mlp", "hidden_sizes": list(hidden_sizes), "activation": "relu"}
+    agent = SAC(obs_dim, act_dim, 1, spec, device=device)
+    replay = _filled_replay(1, obs_dim, act_dim, agent.device)
+    model = _sb3_sac(1, hidden_sizes, device, obs_dim, act_dim)
+
+    def sync() -> None:
+        if agent.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def mtrl_round() -> None:
+        for _ in range(repeats):
+            agent.update(replay.sample(batch))
+        sync()
+
+    def sb3_round() -> None:
+        model.train(gradient_steps=repeats, batch_size=batch)
+        sync()
+
+    best = {"mtrl_seconds": math.inf, "sb3_seconds": math.inf}
+    for warm_up in (mtrl_round, sb3_round):
+        warm_up()
+    for _ in range(rounds):
+        for name, run in (("mtrl_seconds", mtrl_round), ("sb3_seconds", sb3_round)):
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], (time.perf_counter() - start) / repeats)
+    return best
 
 
 def compiled_vs_eager_update(num_tasks: int, batch_per_task: int = 128,
@@ -354,6 +403,11 @@ def run_suite(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
             tasks, repeats=repeats, device=device)
     out["update_vs_sb3"] = out["mt10_sb3_update_ms"] / out["mt10_update_ms"]
     out["mt50_update_vs_sb3"] = out["mt50_sb3_update_ms"] / out["mt50_update_ms"]
+    single = single_task_update_seconds(repeats=50 if quick else 200, rounds=3 if quick else 5,
+                                        device=device)
+    out["single_task_update_ms"] = 1e3 * single["mtrl_seconds"]
+    out["single_task_sb3_update_ms"] = 1e3 * single["sb3_seconds"]
+    out["single_task_update_vs_sb3"] = single["sb3_seconds"] / single["mtrl_seconds"]
     compiled = compiled_vs_eager_update(10, repeats=repeats, device=device)
     out["mt10_update_eager_ms"] = 1e3 * compiled["eager_seconds"]
     out["mt10_update_compiled_ms"] = 1e3 * compiled["compiled_seconds"]
