@@ -5,7 +5,10 @@
 * env steps/s: mtrl's vector env (worker processes, shared memory) vs
   ``gymnasium.make_vec("Meta-World/MT10", vector_strategy="async" | "sync")``;
 * SAC update (3 x 400, batch 128 x 10): mtrl vs stable-baselines3 SAC with the same network
-  and batch; and mtrl's achieved FLOP rate vs a plain matmul of the same width.
+  and batch; and mtrl's achieved FLOP rate vs a plain matmul of the same width;
+* SAC update at the learning benchmark's single-task sizes (one task, 2 x 256, batch 128, one
+  torch thread): mtrl's one-hot MLP SAC vs stable-baselines3 SAC, median CPU time of short
+  alternating rounds (``single_task_update_vs_sb3``).
 
 Ratios > 1 mean mtrl is faster. Prints JSON.
 """
@@ -43,6 +46,10 @@ def main() -> None:
     result["mtrl_update_ms"] = 1e3 * update["seconds"]
     result["sb3_update_ms"] = 1e3 * bench.sb3_update_seconds(10, repeats=repeats)
     result["update_vs_sb3"] = result["sb3_update_ms"] / result["mtrl_update_ms"]
+    single = bench.single_task_update_seconds(rounds=10 if args.quick else 40)
+    result["single_task_update_ms"] = 1e3 * single["mtrl_seconds"]
+    result["single_task_sb3_update_ms"] = 1e3 * single["sb3_seconds"]
+    result["single_task_update_vs_sb3"] = single["sb3_seconds"] / single["mtrl_seconds"]
     result["update_gflop"] = update["flops"] / 1e9
     result["matmul_gflops"] = bench.matmul_flops_per_s(1280, 400) / 1e9
     result["update_vs_matmul_rate"] = (update["flops"] / update["seconds"]

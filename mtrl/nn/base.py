@@ -48,12 +48,14 @@ def mlp_layers(in_dim: int, hidden_sizes: Iterable[int], activation: str) -> nn.
 
 
 def stacked_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """Every member's ``F.linear`` at once, from stacked parameters ``weight (E, out, in)``,
-    ``bias (E, out)`` (or ``(E, n, out)``, a bias per row): ``x (n, in)`` shared by the
-    members or ``x (E, n, in)`` their own -> ``(E, n, out)``. The ops are the ones ``torch.vmap`` runs for a vmapped ``F.linear`` (one
-    matmul against all members' rows for a shared input, a batched matmul otherwise, then the
-    bias), so forward and backward give the same numbers bit for bit, without vmap's
-    per-call overhead."""
+    """Every member's ``F.linear`` at once, from stacked parameters ``weight (E, out, in)``
+    and ``bias (E, out)`` (or ``(E, n, out)``, a bias per row): ``x (n, in)`` shared by the
+    members, or ``x (E, n, in)`` their own, -> ``(E, n, out)``.
+
+    The ops are the ones ``torch.vmap`` runs for a vmapped ``F.linear`` (one matmul against
+    all members' rows for a shared input, a batched matmul otherwise, then the bias), so
+    forward and backward give the same numbers bit for bit, without vmap's per-call overhead.
+    """
     members, out_dim, in_dim = weight.shape
     if x.dim() == 2:
         y = torch.mm(weight.reshape(members * out_dim, in_dim), x.t())

@@ -7,7 +7,6 @@ here asserts an absolute time.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable
 
@@ -199,15 +198,16 @@ def sb3_update_seconds(num_tasks: int, batch_per_task: int = 128,
     return (time.perf_counter() - start) / repeats
 
 
-def single_task_update_seconds(repeats: int = 200, rounds: int = 5,
+def single_task_update_seconds(repeats: int = 25, rounds: int = 40,
                                hidden_sizes: tuple[int, ...] = (256, 256),
                                batch: int = 128, device: str = "cpu", obs_dim: int = 39,
-                               act_dim: int = 4) -> dict[str, float]:
+                               act_dim: int = 4, threads: int = 1) -> dict[str, float]:
     """Seconds per update (sampling included) of mtrl's one-task SAC (one-hot MLP, twin
-    critics) and of stable-baselines3's SAC at the learning benchmark's single-task sizes,
-    in ``rounds`` alternating rounds of ``repeats`` updates each; the fastest round of each
-    (at these sizes per-op overhead, not FLOPs, sets the pace, and a busy machine only adds
-    to a round). Keys ``mtrl_seconds``, ``sb3_seconds``."""
+    critics) and of stable-baselines3's SAC at the learning benchmark's single-task sizes:
+    CPU time (``time.process_time``) in ``rounds`` short alternating rounds of ``repeats``
+    updates each, the median round of each library (the machine's speed drifts within
+    seconds; short interleaved rounds see the same drift), with ``threads`` torch threads
+    (the benchmark's one; restored afterwards). Keys ``mtrl_seconds``, ``sb3_seconds``."""
     from mtrl.agents import SAC
 
     spec = {"type": "mlp", "hidden_sizes": list(hidden_sizes), "activation": "relu"}
@@ -224,19 +224,25 @@ def single_task_update_seconds(repeats: int = 200, rounds: int = 5,
             agent.update(replay.sample(batch))
         sync()
 
-    def sb3_round() -> None:
-        model.train(gradient_steps=repeats, batch_size=batch)
+    def sb3_round() -> None:  # one train() call per update, as SB3's loop calls it here
+        for _ in range(repeats):  # (train_freq=1, gradient_steps=1)
+            model.train(gradient_steps=1, batch_size=batch)
         sync()
 
-    best = {"mtrl_seconds": math.inf, "sb3_seconds": math.inf}
-    for warm_up in (mtrl_round, sb3_round):
-        warm_up()
-    for _ in range(rounds):
-        for name, run in (("mtrl_seconds", mtrl_round), ("sb3_seconds", sb3_round)):
-            start = time.perf_counter()
-            run()
-            best[name] = min(best[name], (time.perf_counter() - start) / repeats)
-    return best
+    times: dict[str, list[float]] = {"mtrl_seconds": [], "sb3_seconds": []}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for warm_up in (mtrl_round, sb3_round):
+            warm_up()
+        for _ in range(rounds):
+            for name, run in (("mtrl_seconds", mtrl_round), ("sb3_seconds", sb3_round)):
+                start = time.process_time()
+                run()
+                times[name].append((time.process_time() - start) / repeats)
+    finally:
+        torch.set_num_threads(before)
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def compiled_vs_eager_update(num_tasks: int, batch_per_task: int = 128,
@@ -403,8 +409,7 @@ def run_suite(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
             tasks, repeats=repeats, device=device)
     out["update_vs_sb3"] = out["mt10_sb3_update_ms"] / out["mt10_update_ms"]
     out["mt50_update_vs_sb3"] = out["mt50_sb3_update_ms"] / out["mt50_update_ms"]
-    single = single_task_update_seconds(repeats=50 if quick else 200, rounds=3 if quick else 5,
-                                        device=device)
+    single = single_task_update_seconds(rounds=10 if quick else 40, device=device)
     out["single_task_update_ms"] = 1e3 * single["mtrl_seconds"]
     out["single_task_sb3_update_ms"] = 1e3 * single["sb3_seconds"]
     out["single_task_update_vs_sb3"] = single["sb3_seconds"] / single["mtrl_seconds"]
