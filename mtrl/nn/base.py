@@ -53,8 +53,11 @@ def stacked_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     members, or ``x (E, n, in)`` their own, -> ``(E, n, out)``.
 
     The ops are the ones ``torch.vmap`` runs for a vmapped ``F.linear`` (one matmul against
-    all members' rows for a shared input, a batched matmul otherwise, then the bias), so
-    forward and backward give the same numbers bit for bit, without vmap's per-call overhead.
+    all members' rows for a shared input, a batched matmul otherwise, then the bias), without
+    vmap's per-call overhead: the same forward and gradients bit for bit, except that for a
+    shared input without grad vmap computes the weight gradient with a batched matmul (the
+    same sums, which can round differently; at the learning benchmark's sizes they were
+    equal to the bit).
     """
     members, out_dim, in_dim = weight.shape
     if x.dim() == 2:

@@ -70,10 +70,11 @@ class Ensemble(nn.Module):
         """Run the members with the given stacked ``state`` (e.g. detached or target copies).
 
         A member architecture that defines ``stacked_forward(state, *inputs)`` (the one-hot
-        MLP) evaluates the stacked members itself, with the ops ``vmap`` would run (same
-        numbers; a test checks it); the others, and every call inside a ``torch.func``
-        transform (per-task gradients, whose nested vmap orders its sums differently), run
-        under ``vmap``."""
+        MLP) evaluates the stacked members itself, with the ops ``vmap`` would run (the same
+        numbers, up to the rounding of one weight gradient:
+        :func:`~mtrl.nn.base.stacked_linear`; a test compares them); the others, and every
+        call inside a ``torch.func`` transform (per-task gradients, whose nested vmap orders
+        its sums differently), run under ``vmap``."""
         stacked = getattr(self.template, "stacked_forward", None)
         if stacked is not None and not _inside_functorch_transform():
             return stacked(state, *inputs)

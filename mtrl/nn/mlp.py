@@ -35,8 +35,8 @@ class OneHotMLP(nn.Module):
 
     def stacked_forward(self, state: dict[str, Tensor], x: Tensor, task_id: Tensor) -> Tensor:
         """Every member of an :class:`~mtrl.nn.Ensemble` of this network at once, from their
-        stacked ``state``: ``(E, B, out_dim)``, bit for bit what ``vmap`` over the members
-        gives (:func:`~mtrl.nn.base.stacked_linear`), at a fraction of its overhead."""
+        stacked ``state``: ``(E, B, out_dim)``, with the ops ``vmap`` over the members runs
+        (:func:`~mtrl.nn.base.stacked_linear`), at a fraction of its overhead."""
         inputs = torch.cat([x, one_hot(task_id, self.num_tasks, x.dtype)], -1)
         features = stacked_sequential(self.trunk, state, "trunk.", inputs)
         return stacked_linear(features, state["head.weight"], state["head.bias"])

@@ -42,10 +42,12 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def agents(config: str, backend: str, device: str = "cpu") -> tuple[SAC, SAC]:
-    """An eager and a compiled agent from the same seed."""
-    eager = SAC(OBS, ACT, T, NET, device=device, seed=0, **CONFIGS[config])
-    compiled = SAC(OBS, ACT, T, NET, device=device, seed=0, **CONFIGS[config])
+def agents(config: str, backend: str, device: str = "cpu", network: dict | None = None
+           ) -> tuple[SAC, SAC]:
+    """An eager and a compiled agent from the same seed (``network``: default ``NET``)."""
+    net = NET if network is None else network
+    eager = SAC(OBS, ACT, T, net, device=device, seed=0, **CONFIGS[config])
+    compiled = SAC(OBS, ACT, T, net, device=device, seed=0, **CONFIGS[config])
     compiled.compiled = CompiledUpdate(compiled, backend=backend)
     return eager, compiled
 
@@ -99,6 +101,14 @@ def assert_same_run(eager: SAC, compiled: SAC, steps: int = 5, warmup: int = 2,
     pytest.param(name, marks=() if name in FAST else pytest.mark.slow) for name in CONFIGS])
 def test_compiled_update_matches_eager_without_recompiling(config):
     assert_same_run(*agents(config, "aot_eager"))
+
+
+@pytest.mark.parametrize("config", ["mean", "pcgrad"])
+def test_compiled_update_matches_eager_with_the_one_hot_mlp(config):
+    """The one-hot MLP's critics take their stacked path under Dynamo (and vmap's inside
+    PCGrad's per-task gradients)."""
+    assert_same_run(*agents(config, "aot_eager",
+                            network={**NET, "type": "mlp"}))
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
-"""The one-hot MLP's stacked evaluation of an ensemble (what SAC's twin critics run) gives
-``vmap``'s numbers bit for bit: forward, every gradient, without grad, and inside the outer
-``vmap`` of per-task gradients; and the agent-level shortcuts that keep an update's numbers."""
+"""The one-hot MLP's stacked evaluation of an ensemble (what SAC's twin critics run) runs the
+ops ``vmap`` runs: the same forward and gradients bit for bit (for an input without grad, the
+first layer's weight gradient is the same sum that vmap batches in another matmul: within
+rounding); calls inside a ``torch.func`` transform take vmap itself; and the agent-level
+shortcuts that keep an update's numbers."""
 
 from __future__ import annotations
 
@@ -45,6 +47,14 @@ def test_stacked_forward_is_vmap_bit_for_bit(hidden, rows, num_tasks):
         assert torch.equal(a, b)
     with torch.no_grad():
         assert torch.equal(ensemble(x, t), _vmapped(ensemble, ensemble.member_state(), x, t))
+    # an input without grad (the critic step): vmap computes the first layer's weight
+    # gradient with another matmul (the same sums, possibly in another order)
+    params = list(ensemble.parameters())
+    fast = torch.autograd.grad(ensemble(x, t).square().sum(), params)
+    slow = torch.autograd.grad(
+        _vmapped(ensemble, ensemble.member_state(), x, t).square().sum(), params)
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_stacked_forward_is_vmap_inside_per_task_vmap():
@@ -84,3 +94,32 @@ def test_call_with_own_parameters_is_a_plain_call():
     assert torch.equal(call_with(net, own, own, x), net(x))
     zeros = {k: torch.zeros_like(v) for k, v in own.items()}
     assert torch.equal(call_with(net, zeros, own, x), torch.zeros(4, 2))  # functional_call
+
+
+@pytest.mark.parametrize("options", [{}, {"critic_combiner": "pcgrad"}])
+def test_sac_updates_match_with_and_without_the_stacked_path(options):
+    """Whole SAC updates (targets, critic and actor steps, Polyak averaging) with the stacked
+    critics give the parameters of the same updates run under vmap (bit for bit at the
+    learning benchmark's sizes; at these tiny ones the critic step's first-layer weight
+    gradient may round differently, see the module docstring)."""
+    from mtrl.agents import SAC
+    from mtrl.data import MultiTaskReplay
+
+    spec = {"type": "mlp", "hidden_sizes": [16, 16], "activation": "relu"}
+    fast, slow = (SAC(5, 2, 2, spec, seed=3, **options) for _ in range(2))
+    for critic in (slow.critic, slow.critic_target):
+        critic.template.stacked_forward = None  # this agent's critics take the vmap path
+    replay = MultiTaskReplay(2, 40, 5, 2, fast.device)
+    g = torch.Generator().manual_seed(4)
+    replay.add(torch.randn(40, 5, generator=g).numpy(), torch.rand(40, 2, generator=g).numpy(),
+               torch.randn(40, generator=g).numpy(), torch.randn(40, 5, generator=g).numpy(),
+               torch.zeros(40).numpy(), (torch.arange(40) % 2).numpy())
+    for step in range(4):
+        batch = replay.sample(6, torch.Generator().manual_seed(step))
+        fast.update(batch)
+        slow.update(batch)
+    for key, value in fast.state_dict().items():
+        if isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values()):
+            for name, tensor in value.items():
+                torch.testing.assert_close(tensor, slow.state_dict()[key][name], rtol=1e-5,
+                                           atol=1e-6, msg=f"{key}.{name}")
