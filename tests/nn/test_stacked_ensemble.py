@@ -109,6 +109,12 @@ def test_sac_updates_match_with_and_without_the_stacked_path(options):
     fast, slow = (SAC(5, 2, 2, spec, seed=3, **options) for _ in range(2))
     for critic in (slow.critic, slow.critic_target):
         critic.template.stacked_forward = None  # this agent's critics take the vmap path
+    stacked_calls = []
+    for critic in (fast.critic, fast.critic_target):  # count the fast agent's stacked calls
+        forward = critic.template.stacked_forward
+        critic.template.stacked_forward = (
+            lambda *a, f=forward: stacked_calls.append(1) or f(*a))
+    initial = {k: v.clone() for k, v in fast.critic.state_dict().items()}
     replay = MultiTaskReplay(2, 40, 5, 2, fast.device)
     g = torch.Generator().manual_seed(4)
     replay.add(torch.randn(40, 5, generator=g).numpy(), torch.rand(40, 2, generator=g).numpy(),
@@ -118,6 +124,10 @@ def test_sac_updates_match_with_and_without_the_stacked_path(options):
         batch = replay.sample(6, torch.Generator().manual_seed(step))
         fast.update(batch)
         slow.update(batch)
+    # per update: target, critic loss and actor loss; the critic's PCGrad per-task gradients
+    # run under vmap, so there only the targets and the (mean) actor loss are stacked
+    assert len(stacked_calls) == (2 * 4 if options else 3 * 4)
+    assert any(not torch.equal(v, initial[k]) for k, v in fast.critic.state_dict().items())
     for key, value in fast.state_dict().items():
         if isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values()):
             for name, tensor in value.items():
